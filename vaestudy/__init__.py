@@ -1,0 +1,1 @@
+"""vaestudy: what p(x|z) should a VAE decoder be?"""

@@ -1,0 +1,161 @@
+"""The command line that the Snakemake rules call: vaestudy train | evaluate | families.
+
+Every user mistake ends in one line on stderr and exit status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import yaml
+
+from vaestudy.config import RunConfig
+from vaestudy.utils import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _parse_value(text: str):
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per RunConfig field (overriding --config); --param KEY=VALUE for the family."""
+    parser.add_argument("--config", help="YAML file with run settings (flags override it)")
+    comments = _field_comments()
+    for f in dataclasses.fields(RunConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "params":
+            parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                                help="family parameter, e.g. sigma=0.1 (repeatable)")
+        elif f.name == "download":
+            parser.add_argument(flag, action="store_true", default=None, help=comments[f.name])
+        elif f.name == "hidden":
+            parser.add_argument(flag, metavar="N[,N...]", help=comments[f.name])
+        else:
+            parser.add_argument(flag, metavar=f.name.upper(), help=comments[f.name])
+
+
+def _field_comments() -> dict[str, str]:
+    import inspect
+
+    comments = {}
+    for line in inspect.getsource(RunConfig).splitlines():
+        if ":" in line and "#" in line and line.startswith("    ") and not line.strip().startswith("#"):
+            name = line.strip().split(":")[0]
+            comments[name] = line.split("#", 1)[1].strip()
+    return comments
+
+
+def run_config_from_args(args: argparse.Namespace) -> RunConfig:
+    values = {}
+    if args.config:
+        values = RunConfig.from_yaml(args.config).to_dict()
+    for f in dataclasses.fields(RunConfig):
+        if f.name == "params":
+            for item in args.param:
+                key, sep, value = item.partition("=")
+                if not sep or not key:
+                    raise UserError(f"--param expects KEY=VALUE, got {item!r}")
+                values.setdefault("params", {})[key] = _parse_value(value)
+            continue
+        raw = getattr(args, f.name)
+        if raw is None:
+            continue
+        if f.name == "hidden":
+            values["hidden"] = [_parse_value(v) for v in str(raw).split(",") if v.strip()]
+        elif f.name == "download":
+            values["download"] = bool(raw)
+        else:
+            values[f.name] = _parse_value(raw) if "str" not in f.type else raw
+    return RunConfig.from_dict(values, source="settings").validate()
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from vaestudy.train import train
+
+    config = run_config_from_args(args)
+    facts = train(config, args.out, progress=None)
+    print(f"{args.out}: {facts['status']} after {facts['epochs']} epochs ({facts['seconds']:.1f}s)")
+
+
+def _positive_int(name: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise UserError(f"{name} must be an integer, got {text!r}") from None
+        if value < 1:
+            raise UserError(f"{name} must be >= 1, got {value}")
+        return value
+
+    return parse
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from vaestudy.evaluate import evaluate
+
+    evaluate(args.run, args.out, k=args.k, device=args.device, elbo_samples=args.elbo_samples,
+             max_elements=args.max_elements, seed=args.seed)
+    print(args.out)
+
+
+def _cmd_families(args: argparse.Namespace) -> None:
+    from vaestudy.likelihoods import REGISTRY, family_parameters
+
+    for name, cls in REGISTRY.items():
+        params = ", ".join(f"{k}={v}" for k, v in family_parameters(name).items()) or "-"
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        print(f"{name:26s} arenas: {','.join(cls.arenas):18s} params: {params:24s} {doc}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="vaestudy", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train one VAE into a folder (resumes from its checkpoint)")
+    _add_run_arguments(p)
+    p.add_argument("--out", required=True, type=Path, help="output folder of the run")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a trained run on its test split")
+    p.add_argument("--run", required=True, type=Path, help="folder written by vaestudy train")
+    p.add_argument("--out", required=True, type=Path, help="metrics JSON file to write")
+    p.add_argument("--k", type=_positive_int("K"), default=100, help="importance samples (default 100)")
+    p.add_argument("--elbo-samples", type=_positive_int("elbo samples"), default=10,
+                   help="z samples per image for the ELBO (default 10)")
+    p.add_argument("--max-elements", type=_positive_int("max elements"), default=2**24,
+                   help="memory bound: decoder-output floats alive at once in IWAE (default 2^24)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's seed)")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("families", help="list the decoder likelihood families")
+    p.set_defaults(func=_cmd_families)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        args.func(args)
+    except UserError as exc:
+        print(f"vaestudy: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vaestudy: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""One run's settings: a dataclass read from a small YAML file and/or command-line flags."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vaestudy.data import ARENAS, DATASETS
+from vaestudy.likelihoods import build_likelihood, get_family
+from vaestudy.model import ACTIVATIONS, ARCHITECTURES
+from vaestudy.utils import UserError, require
+
+IMAGE_SIDE = {"digits": 8, "mnist": 28, "fashion_mnist": 28, "cifar10": 32}
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines one trained model. Field comments are the --help texts."""
+
+    dataset: str = "digits"  # data set: digits (bundled), mnist, fashion_mnist, cifar10
+    arena: str = "continuous"  # binary or continuous (STUDY.md s2)
+    family: str = "gaussian_fixed"  # decoder likelihood family (vaestudy families)
+    params: dict[str, Any] = field(default_factory=dict)  # family parameters, e.g. sigma
+    data_root: str | None = None  # folder of the torchvision data sets
+    download: bool = False  # let torchvision download a missing data set
+    data_seed: int = 0  # seed of the splits and the fixed evaluation draws
+    val_fraction: float = 0.1  # share of the training images held out for validation
+    test_fraction: float = 0.2  # share of the images used as test set (digits only)
+    max_train: int | None = None  # use at most this many training images
+    max_test: int | None = None  # use at most this many test images
+    architecture: str = "mlp"  # mlp or conv (conv needs 28x28 or 32x32 images)
+    latent: int = 8  # latent dimensions
+    hidden: list[int] = field(default_factory=lambda: [256])  # hidden layer sizes
+    activation: str = "tanh"  # tanh, relu, softplus, elu, gelu
+    epochs: int = 50  # training epochs
+    batch_size: int = 128  # images per batch
+    lr: float = 1e-3  # Adam learning rate
+    seed: int = 1  # seed of initialisation, batches and reparameterisation noise
+    device: str = "auto"  # auto (CUDA where present), cpu or cuda
+    checkpoint_every: int = 5  # epochs between checkpoints
+
+    # Settings that may change between an interrupted run and its resumption.
+    RESUMABLE = ("epochs", "device", "checkpoint_every", "data_root", "download")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> RunConfig:
+        require(isinstance(values, dict), f"{source}: expected a mapping of settings")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        for key, value in values.items():
+            require(key in known, f"{source}: unknown setting {key!r}")
+            _check_type(key, value, known[key].type, source)
+        config = cls(**values)
+        if isinstance(config.hidden, int):
+            config.hidden = [config.hidden]
+        return config
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        require(path.is_file(), f"config file {path} does not exist")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise UserError(f"{path}: YAML syntax error{where}: {getattr(exc, 'problem', exc)}") from None
+        return cls.from_dict(values, source=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that must match for a checkpoint to belong to this run."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.RESUMABLE}
+
+    def validate(self) -> RunConfig:
+        """Check every value; raise UserError naming the first bad setting."""
+        require(self.dataset in DATASETS, f"unknown data set {self.dataset!r} (known: {', '.join(DATASETS)})")
+        require(self.arena in ARENAS, f"unknown arena {self.arena!r} (known: {', '.join(ARENAS)})")
+        family = get_family(self.family)
+        require(self.arena in family.arenas,
+                f"family {self.family} has no meaning in the {self.arena} arena "
+                f"(it belongs to: {', '.join(family.arenas)})")
+        build_likelihood(self.family, 1, self.params)  # checks the family's parameters
+        require(self.architecture in ARCHITECTURES,
+                f"unknown architecture {self.architecture!r} (known: {', '.join(ARCHITECTURES)})")
+        require(self.activation in ACTIVATIONS,
+                f"unknown activation {self.activation!r} (known: {', '.join(ACTIVATIONS)})")
+        if self.architecture == "conv":
+            require(IMAGE_SIDE[self.dataset] in (28, 32),
+                    f"architecture conv needs 28x28 or 32x32 images; {self.dataset} is "
+                    f"{IMAGE_SIDE[self.dataset]}x{IMAGE_SIDE[self.dataset]} (use mlp)")
+        require(self.latent >= 1, f"latent must be >= 1, got {self.latent}")
+        require(all(h >= 1 for h in self.hidden), f"hidden sizes must be >= 1, got {self.hidden}")
+        require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        require(self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        require(0 < self.val_fraction < 1, f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        require(0 < self.test_fraction < 1, f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        for key in ("max_train", "max_test"):
+            value = getattr(self, key)
+            require(value is None or value >= 1, f"{key} must be >= 1, got {value}")
+        return self
+
+
+def _check_type(key: str, value: Any, annotation: str, source: str) -> None:
+    """Check a YAML value against the field's annotation (a string under postponed evaluation)."""
+    if value is None:
+        require("None" in annotation, f"{source}: {key} must not be empty")
+        return
+    base = annotation.split("|")[0].strip()
+    ok = {
+        "str": isinstance(value, str),
+        "bool": isinstance(value, bool),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, int | float) and not isinstance(value, bool),
+        "dict[str, Any]": isinstance(value, dict),
+        "list[int]": (isinstance(value, int) and not isinstance(value, bool))
+        or (isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)),
+    }[base]
+    kind = {"dict[str, Any]": "a mapping", "list[int]": "a list of integers"}.get(base, f"of type {base}")
+    require(ok, f"{source}: {key} must be {kind}, got {value!r}")

@@ -1,0 +1,156 @@
+"""Data sets as whole tensors of grey levels, seeded splits, and the two arenas of STUDY.md s2.
+
+A data set is held as integer grey levels k in {0, ..., L-1}, one row per image. The arenas turn
+levels into model inputs in [0, 1]:
+  binary      x ~ Bernoulli(k / (L-1))   (dynamic for training, one fixed seeded draw for evaluation)
+  continuous  y = (k + u) / L, u ~ U[0,1) (fresh each epoch for training, one fixed draw for evaluation)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vaestudy.utils import UserError, generator, require
+
+ARENAS = ("binary", "continuous")
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+
+
+@dataclass
+class Levels:
+    """A data set as grey levels: train and (official) test images, uint8, shape (N, C, H, W)."""
+
+    train: torch.Tensor
+    test: torch.Tensor | None  # None where the data set has no official test split
+    levels: int
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.shape[1:])  # type: ignore[return-value]
+
+
+def _digits() -> Levels:
+    from sklearn.datasets import load_digits
+
+    images = torch.from_numpy(load_digits().images).round().to(torch.uint8)  # values 0..16
+    return Levels(train=images.unsqueeze(1), test=None, levels=17)
+
+
+def _torchvision(name: str, root: str | None, download: bool) -> Levels:
+    import torchvision.datasets as tvd
+
+    require(root is not None, f"data set {name} needs a data root (--data-root DIR)")
+    assert root is not None
+    require(download or Path(root).is_dir(), f"data root {root} does not exist (or pass --download)")
+    cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
+    try:
+        train = cls(root, train=True, download=download)
+        test = cls(root, train=False, download=download)
+    except RuntimeError as exc:
+        if "not found" in str(exc).lower():
+            raise UserError(
+                f"{name} not found under data root {root} (copy the files there or pass --download)"
+            ) from None
+        raise UserError(f"cannot read {name} under {root}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # a corrupt or truncated file in the real on-disk format
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot read {name} under {root}: {msg}") from None
+
+    def as_tensor(ds) -> torch.Tensor:
+        data = torch.as_tensor(ds.data)
+        if data.ndim == 3:  # MNIST-like (N, H, W)
+            return data.unsqueeze(1).to(torch.uint8)
+        return data.permute(0, 3, 1, 2).contiguous().to(torch.uint8)  # CIFAR (N, H, W, C)
+
+    return Levels(train=as_tensor(train), test=as_tensor(test), levels=256)
+
+
+def load_levels(name: str, root: str | None = None, download: bool = False) -> Levels:
+    """Load a data set by name; torchvision sets read from root and download only when asked."""
+    require(name in DATASETS, f"unknown data set {name!r} (known: {', '.join(DATASETS)})")
+    return _digits() if name == "digits" else _torchvision(name, root, download)
+
+
+@dataclass
+class Splits:
+    """Seeded train / validation / test splits, each (N, D) uint8 levels."""
+
+    train: torch.Tensor
+    val: torch.Tensor
+    test: torch.Tensor
+    levels: int
+    shape: tuple[int, int, int]
+
+
+def make_splits(
+    data: Levels,
+    data_seed: int,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    max_train: int | None = None,
+    max_test: int | None = None,
+) -> Splits:
+    """Split with a permutation seeded by data_seed (the same for every model of a study).
+
+    Without an official test split, test_fraction of the images form the test split. The
+    validation split is val_fraction of the remaining training images.
+    """
+    g = torch.Generator().manual_seed(data_seed)
+    flat = data.train.flatten(1)
+    perm = torch.randperm(len(flat), generator=g)
+    if data.test is None:
+        n_test = int(round(test_fraction * len(flat)))
+        test, rest = flat[perm[:n_test]], flat[perm[n_test:]]
+    else:
+        test, rest = data.test.flatten(1), flat[perm]
+    n_val = max(1, int(round(val_fraction * len(rest))))
+    val, train = rest[:n_val], rest[n_val:]
+    if max_train is not None:
+        train = train[:max_train]
+    if max_test is not None:
+        test = test[:max_test]
+    require(len(train) > 0 and len(test) > 0, "a data split is empty: check the split sizes")
+    return Splits(train=train, val=val, test=test, levels=data.levels, shape=data.shape)
+
+
+class ArenaData:
+    """One data set in one arena, on one device: training batches and fixed evaluation draws."""
+
+    def __init__(self, splits: Splits, arena: str, device: torch.device, data_seed: int):
+        require(arena in ARENAS, f"unknown arena {arena!r} (known: {', '.join(ARENAS)})")
+        self.arena = arena
+        self.levels = splits.levels
+        self.shape = splits.shape
+        self.num_pixels = math.prod(splits.shape)
+        self.device = device
+        self.train_levels = splits.train.to(device)
+        # One fixed seeded draw per evaluation split, the same for every model of the study.
+        self.val = self.transform(splits.val.to(device), generator(device, data_seed, arena, "val"))
+        self.test = self.transform(splits.test.to(device), generator(device, data_seed, arena, "test"))
+        self._train_fixed_seed = (data_seed, arena, "train-fixed")
+
+    def __len__(self) -> int:
+        return len(self.train_levels)
+
+    def transform(self, levels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """Binarise or dequantise a batch of levels into float32 model inputs in [0, 1]."""
+        k = levels.to(torch.float32)
+        if self.arena == "binary":
+            return torch.bernoulli(k / (self.levels - 1), generator=g)
+        return (k + torch.rand(k.shape, generator=g, device=k.device)) / self.levels
+
+    def train_fixed(self) -> torch.Tensor:
+        """The training split under one fixed seeded draw (for fits after training)."""
+        return self.transform(self.train_levels, generator(self.device, *self._train_fixed_seed))
+
+    def batches(self, batch_size: int, g: torch.Generator) -> Iterator[torch.Tensor]:
+        """One epoch of shuffled training batches: index slices of the on-device tensor."""
+        n = len(self.train_levels)
+        perm = torch.randperm(n, generator=g, device=self.device)
+        for start in range(0, n, batch_size):
+            yield self.transform(self.train_levels[perm[start : start + batch_size]], g)

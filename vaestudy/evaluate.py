@@ -1,0 +1,195 @@
+"""Evaluate one trained model on the test split (STUDY.md s4, all but sample quality).
+
+elbo = -(rate + distortion) with rate = KL(q(z|x) || p(z)) and distortion = -E_q log p(x|z);
+ll_iwae = log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q (Burda et al. 2015), in chunks
+with logsumexp under a memory bound; bpd from the log-likelihood of the discrete data;
+active units (Burda et al. 2015); and the calibrated Gaussian evaluation.
+All in float32 without TF32.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.distributions import Independent, Normal
+
+from vaestudy.config import RunConfig
+from vaestudy.likelihoods import Calibrated, Likelihood
+from vaestudy.model import VAE, kl_standard_normal
+from vaestudy.train import FACTS, MODEL, build_model, load_data
+from vaestudy.utils import (
+    UserError,
+    atomic_write_json,
+    device_name,
+    exact_float32,
+    generator,
+    require,
+    resolve_device,
+    torch_load,
+    versions,
+)
+
+DEFAULT_MAX_ELEMENTS = 2**24  # decoder-output floats alive at once in the IWAE loop
+
+
+def _sample_z(mu: torch.Tensor, log_var: torch.Tensor, n: int, g: torch.Generator) -> torch.Tensor:
+    eps = torch.randn((n, *mu.shape), generator=g, device=mu.device, dtype=mu.dtype)
+    return mu + (0.5 * log_var).exp() * eps
+
+
+@torch.no_grad()
+def elbo_terms(model: VAE, x: torch.Tensor, g: torch.Generator, likelihood: Likelihood | None = None,
+               samples: int = 1, batch_size: int = 512) -> dict[str, float]:
+    """Mean over images of rate, distortion (S-sample estimate), elbo, loss and per-pixel mse."""
+    likelihood = likelihood or model.likelihood
+    sums = dict.fromkeys(("rate", "distortion", "loss", "mse"), 0.0)
+    for start in range(0, len(x), batch_size):
+        xb = x[start : start + batch_size]
+        mu, log_var = model.encode(xb)
+        o = model.decode(_sample_z(mu, log_var, samples, g))  # (S, B, P*D)
+        loss_rec, log_px = likelihood.reconstruction(xb, o)
+        rate = kl_standard_normal(mu, log_var)
+        mean = likelihood.distribution(o).mean
+        sums["rate"] += float(rate.sum())
+        sums["distortion"] += float(-log_px.mean(0).sum())
+        sums["loss"] += float((loss_rec.mean(0) + rate).sum())
+        sums["mse"] += float((xb - mean).pow(2).mean((0, 2)).sum())
+    terms = {k: v / len(x) for k, v in sums.items()}
+    terms["elbo"] = -(terms["rate"] + terms["distortion"])
+    return terms
+
+
+def iwae_ladder(k: int) -> list[int]:
+    """1, 10, 100, ... below k, then k."""
+    ladder = [10**i for i in range(int(math.log10(k)) + 1) if 10**i < k]
+    return [*ladder, k]
+
+
+@torch.no_grad()
+def iwae(model: VAE, x: torch.Tensor, k: int, g: torch.Generator, likelihood: Likelihood | None = None,
+         images_per_chunk: int = 100, max_elements: int = DEFAULT_MAX_ELEMENTS) -> dict[int, float]:
+    """The importance-weighted bound L_k averaged over images, for every k of iwae_ladder(K).
+
+    L_K with large K is the ll_iwae estimate. The first k of the same K samples give L_k.
+    Memory: at most about max_elements decoder outputs at once, whatever len(x) and K.
+    """
+    require(k >= 1, f"K must be >= 1, got {k}")
+    likelihood = likelihood or model.likelihood
+    ladder = iwae_ladder(k)
+    prior = Normal(torch.zeros((), device=x.device), torch.ones((), device=x.device))
+    sums = dict.fromkeys(ladder, 0.0)
+    out_width = likelihood.outputs_per_pixel * likelihood.num_pixels
+    for start in range(0, len(x), images_per_chunk):
+        xb = x[start : start + images_per_chunk]
+        mu, log_var = model.encode(xb)
+        q = Independent(Normal(mu, (0.5 * log_var).exp()), 1)
+        samples_per_chunk = max(1, max_elements // (len(xb) * out_width))
+        log_w = torch.empty((k, len(xb)), device=x.device)
+        for s in range(0, k, samples_per_chunk):
+            n = min(samples_per_chunk, k - s)
+            z = _sample_z(mu, log_var, n, g)  # (n, B, latent)
+            log_px = likelihood.distribution(model.decode(z)).log_prob(xb)
+            log_w[s : s + n] = log_px + prior.log_prob(z).sum(-1) - q.log_prob(z)
+        for kk in ladder:
+            sums[kk] += float((torch.logsumexp(log_w[:kk], 0) - math.log(kk)).sum())
+    return {kk: v / len(x) for kk, v in sums.items()}
+
+
+@torch.no_grad()
+def active_units(model: VAE, x: torch.Tensor, threshold: float = 0.01, batch_size: int = 1024) -> int:
+    """Latent dimensions j with Cov_x(E_q[z_j]) > threshold (Burda et al. 2015)."""
+    mu = torch.cat([model.encode(x[s : s + batch_size])[0] for s in range(0, len(x), batch_size)])
+    return int((mu.double().var(0, unbiased=True) > threshold).sum())
+
+
+def bits_per_dim(ll: float, num_pixels: int, levels: int, arena: str) -> float:
+    """bpd of the discrete data: continuous -(ll - D ln L)/(D ln 2); binary -ll/(D ln 2)."""
+    offset = num_pixels * math.log(levels) if arena == "continuous" else 0.0
+    return -(ll - offset) / (num_pixels * math.log(2))
+
+
+def score(model: VAE, x: torch.Tensor, likelihood: Likelihood, k: int, g: torch.Generator,
+          num_pixels: int, levels: int, arena: str, elbo_samples: int,
+          max_elements: int, prefix: str = "") -> dict[str, float]:
+    """ELBO terms, IWAE ladder, ll_iwae and bpd of one likelihood on x, with names prefixed."""
+    metrics = elbo_terms(model, x, g, likelihood, samples=elbo_samples)
+    bounds = iwae(model, x, k, g, likelihood, max_elements=max_elements)
+    metrics.update({f"ll_iwae_k{kk}": v for kk, v in bounds.items()})
+    metrics["ll_iwae"] = bounds[k]
+    metrics["bpd"] = bits_per_dim(bounds[k], num_pixels, levels, arena)
+    metrics["bpd_elbo"] = bits_per_dim(metrics["elbo"], num_pixels, levels, arena)
+    return {prefix + name: value for name, value in metrics.items()}
+
+
+def evaluate(run_dir: str | Path, out: str | Path, k: int = 100, device: str = "auto",
+             elbo_samples: int = 10, max_elements: int = DEFAULT_MAX_ELEMENTS,
+             seed: int | None = None) -> dict[str, Any]:
+    """Evaluate the model trained in run_dir on its test split; write the JSON to out."""
+    require(k >= 1, f"K must be >= 1, got {k}")
+    require(elbo_samples >= 1, f"elbo samples must be >= 1, got {elbo_samples}")
+    require(max_elements >= 1, f"max elements must be >= 1, got {max_elements}")
+    run_dir = Path(run_dir)
+    saved = torch_load(run_dir / MODEL, "model file")
+    require(isinstance(saved, dict) and "config" in saved and "model" in saved,
+            f"{run_dir / MODEL} is not a vaestudy model file")
+    config = RunConfig.from_dict(saved["config"], source=str(run_dir / MODEL))
+    config.device = device
+    config.validate()
+    dev = resolve_device(device)
+    data = load_data(config, dev)
+    model = build_model(config, data)
+    try:
+        model.load_state_dict(saved["model"])
+    except RuntimeError as exc:
+        raise UserError(f"{run_dir / MODEL} does not fit its own configuration: "
+                        f"{str(exc).splitlines()[0]}") from None
+    model.eval()
+    seed = config.seed if seed is None else seed
+    started = time.perf_counter()
+    likelihood = model.likelihood
+    shared = dict(k=k, num_pixels=data.num_pixels, levels=data.levels, arena=data.arena,
+                  elbo_samples=elbo_samples, max_elements=max_elements)
+    with exact_float32():
+        metrics = score(model, data.test, likelihood, g=generator(dev, seed, "eval"), **shared)
+        metrics["active_units"] = active_units(model, data.test)
+        metrics["sigma"] = likelihood.sigma()
+        if data.arena == "continuous":
+            sigma = math.sqrt(model.mean_squared_residual(data.val, generator(dev, seed, "calibrate")))
+            calibrated = Calibrated(likelihood, sigma).to(dev)
+            metrics["calibrated_sigma"] = sigma
+            metrics.update(score(model, data.test, calibrated, g=generator(dev, seed, "eval-cal"),
+                                 prefix="calibrated_", **shared))
+    eval_seconds = time.perf_counter() - started
+    train_facts = {}
+    if (run_dir / FACTS).is_file():
+        import json
+
+        train_facts = json.loads((run_dir / FACTS).read_text())
+    result = {
+        "config": config.to_dict(),
+        "status": saved["status"],
+        "diverged_epoch": saved["diverged_epoch"],
+        "epochs": saved["epochs"],
+        "normalised": likelihood.normalised(data.arena),
+        "loss_is_nll": likelihood.loss_is_nll,
+        "k": k,
+        "num_pixels": data.num_pixels,
+        "levels": data.levels,
+        "test_images": len(data.test),
+        "metrics": metrics,
+        "train_seconds": train_facts.get("seconds"),
+        "eval_seconds": eval_seconds,
+        "device": device_name(dev),
+        "peak_memory_mb_train": train_facts.get("peak_memory_mb"),
+        "seeds": {"data": config.data_seed, "train": config.seed, "eval": seed},
+        "versions": versions(),
+    }
+    atomic_write_json(out, result)
+    print(f"{config.arena}/{config.family}: elbo {metrics['elbo']:.3f} ll_iwae {metrics['ll_iwae']:.3f} "
+          f"bpd {metrics['bpd']:.4f} ({eval_seconds:.1f}s)", file=sys.stderr)
+    return result

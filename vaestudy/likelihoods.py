@@ -1,0 +1,289 @@
+"""Decoder likelihood families p(x|z): one small class each, one registry (STUDY.md s3).
+
+A family turns the decoder output o (shape (..., outputs_per_pixel * D)) into a
+torch.distributions.Distribution over the D pixels (an Independent, so log_prob sums over pixels).
+The rest of the code only calls `distribution`, `reconstruction` and the distribution's
+`log_prob`, `mean` and `sample`.
+
+To add a family: write one subclass here with a unique `name`, its parameters as keyword
+arguments of __init__ (with defaults), and list it in the config. Nothing else changes.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import ClassVar
+
+import torch
+from torch import nn
+from torch.distributions import (
+    Bernoulli,
+    ContinuousBernoulli,
+    Distribution,
+    Independent,
+    Normal,
+)
+
+from vaestudy.utils import UserError
+
+REGISTRY: dict[str, type[Likelihood]] = {}
+
+
+class Likelihood(nn.Module):
+    """Base class: decoder outputs -> p(x|z)."""
+
+    name: ClassVar[str] = ""
+    outputs_per_pixel: ClassVar[int] = 1
+    arenas: ClassVar[tuple[str, ...]] = ("continuous",)  # where the family has a meaning
+    loss_is_nll: ClassVar[bool] = True  # is the training loss exactly -log p(x|z)?
+    fits_sigma_after_training: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            if cls.name in REGISTRY:
+                raise TypeError(f"likelihood family {cls.name!r} is defined twice")
+            REGISTRY[cls.name] = cls
+
+    def __init__(self, num_pixels: int):
+        super().__init__()
+        self.num_pixels = num_pixels
+
+    def distribution(self, o: torch.Tensor) -> Distribution:
+        raise NotImplementedError
+
+    def normalised(self, arena: str) -> bool:
+        """Is log_prob a normalised log-density (or mass) of the data in this arena?"""
+        return True
+
+    def reconstruction(self, x: torch.Tensor, o: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per image: (training loss term, log p(x|z)). They differ only for loss-only families."""
+        log_px = self.distribution(o).log_prob(x)
+        return -log_px, log_px
+
+    def sigma(self) -> float | None:
+        """The learned or fitted scalar sigma to log in the training history, if the family has one."""
+        return None
+
+    def _split(self, o: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return o[..., : self.num_pixels], o[..., self.num_pixels :]
+
+
+def _normal(mean: torch.Tensor, scale: torch.Tensor) -> Distribution:
+    return Independent(Normal(mean, scale.expand_as(mean), validate_args=False), 1)
+
+
+def _check_floor(floor: float, init: float | None = None) -> None:
+    if not floor >= 0:
+        raise ValueError(f"floor must be >= 0, got {floor}")
+    if init is not None and not init > floor:
+        raise ValueError(f"init must be > floor, got init={init}, floor={floor}")
+
+
+class BernoulliLikelihood(Likelihood):
+    """prod Bern(x_i; sigmoid(o_i)). On grey levels this is BCE: not a normalised density."""
+
+    name = "bernoulli"
+    arenas = ("binary", "continuous")
+
+    def distribution(self, o):
+        return Independent(Bernoulli(logits=o, validate_args=False), 1)
+
+    def normalised(self, arena):
+        return arena == "binary"
+
+
+class ContinuousBernoulliLikelihood(Likelihood):
+    """prod CB(x_i; sigmoid(o_i)) with its normaliser (Loaiza-Ganem & Cunningham 2019)."""
+
+    name = "continuous_bernoulli"
+
+    def distribution(self, o):
+        return Independent(ContinuousBernoulli(logits=o, validate_args=False), 1)
+
+
+class GaussianFixed(Likelihood):
+    """N(x; mu(z), sigma^2 I) with sigma a constant."""
+
+    name = "gaussian_fixed"
+
+    def __init__(self, num_pixels: int, sigma: float = 0.1):
+        super().__init__(num_pixels)
+        if not sigma > 0:
+            raise ValueError(f"sigma must be > 0, got {sigma}")
+        self.register_buffer("scale", torch.tensor(float(sigma)))
+
+    def distribution(self, o):
+        return _normal(o, self.scale)
+
+    def sigma(self):
+        return float(self.scale)
+
+
+class GaussianShared(Likelihood):
+    """N(x; mu(z), sigma^2 I), one sigma = floor + exp(s) learned by gradient."""
+
+    name = "gaussian_shared"
+
+    def __init__(self, num_pixels: int, init: float = 1.0, floor: float = 1e-3):
+        super().__init__(num_pixels)
+        _check_floor(floor, init)
+        self.floor = float(floor)
+        self.log_excess = nn.Parameter(torch.tensor(math.log(init - floor)))
+
+    def scale(self) -> torch.Tensor:
+        return self.floor + self.log_excess.exp()
+
+    def distribution(self, o):
+        return _normal(o, self.scale())
+
+    def sigma(self):
+        return float(self.scale())
+
+
+class GaussianPixel(GaussianShared):
+    """N(x; mu(z), diag(sigma_i^2)), one learned sigma per pixel, not depending on z."""
+
+    name = "gaussian_pixel"
+
+    def __init__(self, num_pixels: int, init: float = 1.0, floor: float = 1e-3):
+        super().__init__(num_pixels, init, floor)
+        self.log_excess = nn.Parameter(torch.full((num_pixels,), math.log(init - floor)))
+
+    def sigma(self):  # the geometric mean over pixels
+        return float(self.scale().log().mean().exp())
+
+
+class GaussianHeteroscedastic(Likelihood):
+    """N(x; mu(z), diag(sigma_i(z)^2)): the decoder outputs mu and log sigma^2 (Kingma & Welling C.2).
+
+    sigma = floor + exp(log sigma^2 / 2); floor 0 is allowed, to show the failure.
+    """
+
+    name = "gaussian_heteroscedastic"
+    outputs_per_pixel = 2
+
+    def __init__(self, num_pixels: int, floor: float = 1e-3):
+        super().__init__(num_pixels)
+        _check_floor(floor)
+        self.floor = float(floor)
+
+    def distribution(self, o):
+        mean, log_var = self._split(o)
+        return _normal(mean, self.floor + (0.5 * log_var).exp())
+
+
+class GaussianOptimal(Likelihood):
+    """sigma-VAE (Rybkin et al. 2021): shared sigma = sqrt(batch MSE), its closed-form optimum.
+
+    In training the sigma is refit on each batch. For evaluation one sigma is fixed from the
+    training data at the end of training (never refit on test batches).
+    """
+
+    name = "gaussian_optimal"
+    fits_sigma_after_training = True
+
+    def __init__(self, num_pixels: int, floor: float = 1e-3):
+        super().__init__(num_pixels)
+        _check_floor(floor)
+        self.floor = float(floor)
+        self.register_buffer("scale", torch.tensor(1.0))
+
+    def optimal_scale(self, mean_squared_residual: torch.Tensor) -> torch.Tensor:
+        return mean_squared_residual.sqrt().clamp_min(self.floor)
+
+    def set_scale(self, mean_squared_residual: float) -> None:
+        self.scale.fill_(float(self.optimal_scale(torch.tensor(mean_squared_residual))))
+
+    def distribution(self, o):
+        return _normal(o, self.scale)
+
+    def reconstruction(self, x, o):
+        if not self.training:
+            return super().reconstruction(x, o)
+        scale = self.optimal_scale((x - o).pow(2).mean())
+        self.scale.copy_(scale.detach())
+        log_px = _normal(o, scale).log_prob(x)
+        return -log_px, log_px
+
+    def sigma(self):
+        return float(self.scale)
+
+
+class MSE(Likelihood):
+    """Loss = sum (x-mu)^2 (reduction 'sum') or mean over pixels (reduction 'mean'), plus KL.
+
+    As a density it is N(x; mu, sigma^2 I) with sigma^2 = 1/2 (sum) or D/2 (mean); the loss
+    lacks that density's constant, so it is not itself a log-likelihood.
+    """
+
+    name = "mse"
+    loss_is_nll = False
+
+    def __init__(self, num_pixels: int, reduction: str = "sum"):
+        super().__init__(num_pixels)
+        if reduction not in ("sum", "mean"):
+            raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+        self.reduction = reduction
+        variance = 0.5 if reduction == "sum" else num_pixels / 2
+        self.register_buffer("scale", torch.tensor(math.sqrt(variance)))
+
+    def distribution(self, o):
+        return _normal(o, self.scale)
+
+    def reconstruction(self, x, o):
+        squared = (x - o).pow(2)
+        loss = squared.sum(-1) if self.reduction == "sum" else squared.mean(-1)
+        return loss, self.distribution(o).log_prob(x)
+
+    def sigma(self):
+        return float(self.scale)
+
+
+class Calibrated(Likelihood):
+    """A fitted Gaussian around another family's decoder mean: N(x; E[x|z], sigma^2 I).
+
+    Used by the `calibrated` evaluation, so that every model gets a normalised density.
+    """
+
+    def __init__(self, base: Likelihood, sigma: float):
+        super().__init__(base.num_pixels)
+        self.base = base
+        self.register_buffer("scale", torch.tensor(float(sigma)))
+
+    def distribution(self, o):
+        return _normal(self.base.distribution(o).mean, self.scale)
+
+
+def family_parameters(name: str) -> dict[str, object]:
+    """The parameters a family accepts, with their defaults."""
+    cls = get_family(name)
+    params = list(inspect.signature(cls.__init__).parameters.values())[2:]  # self, num_pixels
+    return {p.name: p.default for p in params}
+
+
+def get_family(name: str) -> type[Likelihood]:
+    if name not in REGISTRY:
+        raise UserError(f"unknown likelihood family {name!r} (known: {', '.join(REGISTRY)})")
+    return REGISTRY[name]
+
+
+def build_likelihood(name: str, num_pixels: int, params: dict | None = None) -> Likelihood:
+    """Construct a family by name; unknown parameters and bad values are user errors."""
+    cls = get_family(name)
+    params = dict(params or {})
+    allowed = family_parameters(name)
+    for key in params:
+        if key not in allowed:
+            known = ", ".join(allowed) or "none"
+            raise UserError(f"family {name} has no parameter {key!r} (it takes: {known})")
+        default, value = allowed[key], params[key]
+        if isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise UserError(f"family {name}: {key} must be a number, got {value!r}")
+        if isinstance(default, str) and not isinstance(value, str):
+            raise UserError(f"family {name}: {key} must be a string, got {value!r}")
+    try:
+        return cls(num_pixels, **params)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"family {name}: {exc}") from None

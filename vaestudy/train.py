@@ -1,0 +1,226 @@
+"""Train one VAE: Adam over index-sliced batches of an on-device tensor, with checkpoints and resume.
+
+Every epoch draws its shuffling, binarisation/dequantisation and reparameterisation noise from a
+generator seeded by (seed, epoch), so a run resumed from a checkpoint at an epoch boundary ends
+with exactly the weights and history of an uninterrupted run (on CPU).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import math
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vaestudy.config import RunConfig
+from vaestudy.data import ArenaData, load_levels, make_splits
+from vaestudy.likelihoods import build_likelihood
+from vaestudy.model import VAE, ModelConfig
+from vaestudy.utils import (
+    UserError,
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    derive_seed,
+    device_name,
+    generator,
+    require,
+    resolve_device,
+    torch_load,
+    versions,
+)
+
+CHECKPOINT = "checkpoint.pt"
+MODEL = "model.pt"
+HISTORY = "history.csv"
+FACTS = "train.json"
+HISTORY_COLUMNS = ("epoch", "loss", "rate", "distortion", "sigma", "val_elbo", "seconds")
+
+
+def load_data(config: RunConfig, device: torch.device) -> ArenaData:
+    """The run's data set in its arena, on the device (the same splits for every model)."""
+    levels = load_levels(config.dataset, config.data_root, config.download)
+    splits = make_splits(levels, config.data_seed, config.val_fraction, config.test_fraction,
+                         config.max_train, config.max_test)
+    return ArenaData(splits, config.arena, device, config.data_seed)
+
+
+def build_model(config: RunConfig, data: ArenaData) -> VAE:
+    """The VAE of a config, initialised from the run's seed without touching global RNG state."""
+    likelihood = build_likelihood(config.family, data.num_pixels, config.params)
+    model_config = ModelConfig(shape=data.shape, latent=config.latent, hidden=list(config.hidden),
+                               activation=config.activation, architecture=config.architecture)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(config.seed, "init"))
+        model = VAE(model_config, likelihood)
+    return model.to(data.device)
+
+
+@torch.no_grad()
+def validation_elbo(model: VAE, x: torch.Tensor, g: torch.Generator, batch_size: int = 1024) -> float:
+    """One-sample ELBO estimate, nats per image, averaged over x."""
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for start in range(0, len(x), batch_size):
+        terms = model(x[start : start + batch_size], g)
+        total += float((terms["distortion"] + terms["rate"]).sum())
+    model.train(was_training)
+    return -total / len(x)
+
+
+def load_checkpoint(path: Path, config: RunConfig) -> dict[str, Any]:
+    """Load a checkpoint and check that it belongs to this configuration."""
+    state = torch_load(path, "checkpoint")
+    require(isinstance(state, dict) and "config" in state and "model" in state,
+            f"{path} is not a vaestudy checkpoint")
+    saved = RunConfig.from_dict(state["config"], source=str(path)).identity()
+    differ = [k for k, v in config.identity().items() if saved.get(k) != v]
+    require(not differ, f"checkpoint {path} belongs to another configuration "
+                        f"(differs in: {', '.join(differ)}); use another --out or delete it")
+    return state
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _history_csv(history: list[dict[str, float]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: ("" if row[k] is None else row[k]) for k in HISTORY_COLUMNS})
+    return buffer.getvalue()
+
+
+class _Progress:
+    """A tqdm bar on a terminal, else one line per epoch on stderr (which the pipeline logs)."""
+
+    def __init__(self, total: int, initial: int, label: str, bar: bool | None):
+        self.bar = None
+        if bar if bar is not None else sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc=label, unit="epoch", file=sys.stderr)
+        self.total, self.label = total, label
+
+    def update(self, row: dict[str, Any]) -> None:
+        text = (f"loss {row['loss']:.3f} rate {row['rate']:.3f} val_elbo {row['val_elbo']:.3f}"
+                if math.isfinite(row["loss"]) else "non-finite loss")
+        if self.bar is not None:
+            self.bar.set_postfix_str(text)
+            self.bar.update(1)
+        else:
+            print(f"{self.label} epoch {row['epoch']}/{self.total} {text} "
+                  f"({row['seconds']:.2f}s)", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def train(config: RunConfig, out: str | Path, progress: bool | None = None) -> dict[str, Any]:
+    """Train one model into the folder `out`, resuming from its checkpoint if one is there.
+
+    Writes model.pt (final weights, config, status), history.csv and train.json. A non-finite
+    loss stops training: the last finite weights are kept and status is 'diverged'.
+    """
+    config.validate()
+    out = Path(out)
+    device = resolve_device(config.device)
+    data = load_data(config, device)
+    require(config.batch_size <= len(data),
+            f"batch_size {config.batch_size} is larger than the training set ({len(data)} images)")
+    state = load_checkpoint(out / CHECKPOINT, config) if (out / CHECKPOINT).exists() else None
+
+    model = build_model(config, data)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    history: list[dict[str, Any]] = []
+    status, diverged_epoch, start_epoch = "ok", None, 0
+    if state is not None:
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise UserError(f"checkpoint {out / CHECKPOINT} does not fit this model: "
+                            f"{str(exc).splitlines()[0]}") from None
+        history, start_epoch = list(state["history"]), int(state["epoch"])
+        status, diverged_epoch = state["status"], state["diverged_epoch"]
+        print(f"resuming {out} from epoch {start_epoch}", file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def checkpoint(epoch: int) -> None:
+        atomic_torch_save(out / CHECKPOINT, {
+            "config": config.to_dict(), "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history,
+            "status": status, "diverged_epoch": diverged_epoch,
+        })
+
+    label = f"{config.arena}/{config.family}"
+    bar = _Progress(config.epochs, start_epoch, label, progress)
+    started = time.perf_counter()
+    model.train()
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        if status != "ok":
+            break
+        t0 = time.perf_counter()
+        last_good = copy.deepcopy(model.state_dict())
+        g = generator(device, config.seed, "epoch", epoch)
+        sums = torch.zeros(3, dtype=torch.float64, device=device)
+        for x in data.batches(config.batch_size, g):
+            terms = model(x, g)
+            loss = terms["loss"].mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                sums += torch.stack([terms[k].sum() for k in ("loss", "rate", "distortion")]).double()
+        loss_sum, rate_sum, dist_sum = (float(v) / len(data) for v in sums)
+        if not math.isfinite(loss_sum):
+            status, diverged_epoch = "diverged", epoch
+            model.load_state_dict(last_good)
+            print(f"{label}: non-finite loss in epoch {epoch}: stopped, status diverged",
+                  file=sys.stderr)
+        val = validation_elbo(model, data.val, generator(device, config.seed, "val", epoch))
+        row = {"epoch": epoch, "loss": loss_sum, "rate": rate_sum, "distortion": dist_sum,
+               "sigma": model.likelihood.sigma(), "val_elbo": val,
+               "seconds": time.perf_counter() - t0}
+        history.append(row)
+        bar.update(row)
+        if status != "ok" or epoch % config.checkpoint_every == 0 or epoch == config.epochs:
+            checkpoint(epoch)
+    bar.close()
+
+    model.eval()
+    if status == "ok" and model.likelihood.fits_sigma_after_training:
+        g_fit = generator(device, config.seed, "final-fit")
+        model.likelihood.set_scale(model.mean_squared_residual(data.train_fixed(), g_fit))
+    facts = {
+        "status": status,
+        "diverged_epoch": diverged_epoch,
+        "epochs": len(history),
+        "seconds": sum(r["seconds"] for r in history),
+        "seconds_this_process": time.perf_counter() - started,
+        "device": device_name(device),
+        "peak_memory_mb": _peak_memory_mb(device),
+        "final_sigma": model.likelihood.sigma(),
+        "seeds": {"data": config.data_seed, "train": config.seed},
+        "versions": versions(),
+        "config": config.to_dict(),
+    }
+    atomic_write_text(out / HISTORY, _history_csv(history))
+    atomic_torch_save(out / MODEL, {"config": config.to_dict(), "model": model.state_dict(),
+                                    "status": status, "diverged_epoch": diverged_epoch,
+                                    "epochs": len(history)})
+    atomic_write_json(out / FACTS, facts)
+    return facts

@@ -1,0 +1,139 @@
+"""Small shared helpers: the user-error type, atomic file writes, devices, exact float32."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for: reported as one line, exit status 2, no traceback."""
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise UserError(message) unless condition holds."""
+    if not condition:
+        raise UserError(message)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write data to path through a temporary file in the same folder and a rename.
+
+    A reader never sees a truncated file under the final name, whatever interrupts the write.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def finite_or_none(value: Any) -> Any:
+    """Map non-finite floats (also inside dicts and lists) to None, so that JSON stays valid."""
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_none(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(finite_or_none(obj), indent=2, sort_keys=False) + "\n")
+
+
+def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
+    """Load a file written by atomic_torch_save without running code (weights_only=True)."""
+    path = Path(path)
+    require(path.is_file(), f"{what} {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated, corrupt or malicious file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot read {what} {path}: {first}") from None
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA where present, else CPU; 'cuda' without a GPU is a user error."""
+    require(name in ("auto", "cpu", "cuda") or name.startswith("cuda:"),
+            f"device must be auto, cpu or cuda, not {name!r}")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        require(torch.cuda.is_available(), f"device {name!r} asked for, but no CUDA GPU is available")
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def exact_float32() -> Iterator[None]:
+    """Evaluate in true float32: TF32 off for matmul and cuDNN, restored afterwards."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def derive_seed(*parts: int | str) -> int:
+    """A stable 63-bit seed from several parts (run seed, purpose, epoch), independent of hash()."""
+    import hashlib
+
+    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def generator(device: torch.device, *seed_parts: int | str) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(derive_seed(*seed_parts))
+    return g
+
+
+def versions() -> dict[str, str]:
+    import platform
+
+    import numpy
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "cuda": str(torch.version.cuda),
+    }
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
