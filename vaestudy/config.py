@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from vaestudy.data import ARENAS, DATASETS
-from vaestudy.likelihoods import build_likelihood, get_family
+from vaestudy.likelihoods import build_likelihood, family_parameters, get_family
 from vaestudy.model import ACTIVATIONS, ARCHITECTURES
 from vaestudy.utils import UserError, require
 
@@ -86,6 +86,7 @@ class RunConfig:
                 f"family {self.family} has no meaning in the {self.arena} arena "
                 f"(it belongs to: {', '.join(family.arenas)})")
         build_likelihood(self.family, 1, self.params)  # checks the family's parameters
+        self.params = {**family_parameters(self.family), **self.params}  # record the defaults used
         require(self.architecture in ARCHITECTURES,
                 f"unknown architecture {self.architecture!r} (known: {', '.join(ARCHITECTURES)})")
         require(self.activation in ACTIVATIONS,

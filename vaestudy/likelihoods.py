@@ -139,7 +139,7 @@ class GaussianShared(Likelihood):
         return _normal(o, self.scale())
 
     def sigma(self):
-        return float(self.scale())
+        return float(self.scale().detach())
 
 
 class GaussianPixel(GaussianShared):
@@ -152,7 +152,7 @@ class GaussianPixel(GaussianShared):
         self.log_excess = nn.Parameter(torch.full((num_pixels,), math.log(init - floor)))
 
     def sigma(self):  # the geometric mean over pixels
-        return float(self.scale().log().mean().exp())
+        return float(self.scale().detach().log().mean().exp())
 
 
 class GaussianHeteroscedastic(Likelihood):

@@ -1,0 +1,31 @@
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write an unsigned-byte IDX file (the MNIST on-disk format: magic 0x08 0xNDIM, big-endian dims)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def write_mnist(root: Path, folder: str = "MNIST", n_train: int = 60, n_test: int = 20, seed: int = 0):
+    """A tiny MNIST-shaped data set in torchvision's raw layout: ROOT/MNIST/raw/*-ubyte."""
+    rng = np.random.default_rng(seed)
+    images = {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        imgs = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        write_idx(root / folder / "raw" / f"{prefix}-images-idx3-ubyte", imgs)
+        write_idx(root / folder / "raw" / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n))
+        images[prefix] = imgs
+    return images
+
+
+@pytest.fixture
+def mnist_root(tmp_path):
+    root = tmp_path / "data"
+    images = write_mnist(root)
+    return root, images

@@ -1,0 +1,154 @@
+"""The command line: every user mistake is one line, exit status 2, no traceback, no partial output."""
+
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from vaestudy.cli import main
+
+TINY = ["--epochs", "1", "--hidden", "16", "--latent", "2", "--max-train", "200", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("trained") / "run"
+    assert main(["train", *TINY, "--family", "gaussian_fixed", "--out", str(out)]) == 0
+    return out
+
+
+def _listing(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else None
+
+
+def _bad(tmp_path, make_args):
+    """Build the case in tmp_path, run it, and return (stderr, listing before, listing after)."""
+    return make_args(tmp_path)
+
+
+def case_yaml(text):
+    def make(tmp):
+        (tmp / "run.yaml").write_text(text)
+        return ["train", "--config", str(tmp / "run.yaml"), "--out", str(tmp / "out")]
+    return make
+
+
+def case_train(*args):
+    return lambda tmp: ["train", *TINY, *args, "--out", str(tmp / "out")]
+
+
+def case_checkpoint(content: bytes, *args):
+    def make(tmp):
+        (tmp / "out").mkdir()
+        (tmp / "out" / "checkpoint.pt").write_bytes(content)
+        return ["train", *TINY, *args, "--out", str(tmp / "out")]
+    return make
+
+
+def case_model_file(content: bytes, k="10"):
+    def make(tmp):
+        (tmp / "run").mkdir()
+        (tmp / "run" / "model.pt").write_bytes(content)
+        return ["evaluate", "--run", str(tmp / "run"), "--out", str(tmp / "out" / "m.json"), "--k", k]
+    return make
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /tmp/vaestudy-pwned",))
+
+
+CASES = {
+    "unknown family": (case_train("--family", "gaussian_magic"), "unknown likelihood family 'gaussian_magic'"),
+    "sigma zero": (case_train("--param", "sigma=0"), "sigma must be > 0"),
+    "sigma negative": (case_train("--param", "sigma=-0.5"), "sigma must be > 0"),
+    "floor negative": (case_train("--family", "gaussian_shared", "--param", "floor=-1"), "floor must be >= 0"),
+    "unknown family parameter": (case_train("--param", "sgima=0.1"), "has no parameter 'sgima'"),
+    "bad --param": (case_train("--param", "sigma"), "--param expects KEY=VALUE"),
+    "family outside its arena": (case_train("--arena", "binary"), "has no meaning in the binary arena"),
+    "unknown arena": (case_train("--arena", "grey"), "unknown arena 'grey'"),
+    "unknown data set": (case_train("--dataset", "svhn"), "unknown data set 'svhn'"),
+    "missing data root": (case_train("--dataset", "mnist", "--data-root", "/nonexistent/vaestudy"),
+                          "data root /nonexistent/vaestudy does not exist"),
+    "no data root": (case_train("--dataset", "mnist"), "needs a data root"),
+    "latent zero": (case_train("--latent", "0"), "latent must be >= 1"),
+    "epochs not a number": (case_train("--epochs", "ten"), "epochs must be of type int"),
+    "batch larger than data": (case_train("--batch-size", "5000"), "batch_size 5000 is larger than the training set"),
+    "conv on 8x8 digits": (case_train("--architecture", "conv"), "conv needs 28x28 or 32x32"),
+    "unknown flag": (case_train("--epohcs", "3"), "unrecognized arguments: --epohcs"),
+    "yaml syntax error": (case_yaml("family: [gaussian_fixed\n"), "YAML syntax error"),
+    "yaml unknown key": (case_yaml("family: mse\nlearning_rate: 0.1\n"), "unknown setting 'learning_rate'"),
+    "yaml wrong type": (case_yaml("epochs: many\n"), "epochs must be of type int"),
+    "config file missing": (lambda tmp: ["train", "--config", str(tmp / "no.yaml"), "--out", str(tmp / "out")],
+                            "config file"),
+    "truncated checkpoint": (case_checkpoint(b"PK\x03\x04truncated"), "cannot read checkpoint"),
+    "pickle with code": (case_checkpoint(pickle.dumps(_Evil())), "cannot read checkpoint"),
+    "model file garbage": (case_model_file(b"\x00" * 100), "cannot read model file"),
+    "model file missing": (lambda tmp: ["evaluate", "--run", str(tmp / "none"), "--out", str(tmp / "out" / "m.json")],
+                           "does not exist"),
+    "K zero": (lambda tmp: ["evaluate", "--run", str(tmp), "--out", str(tmp / "out" / "m.json"), "--k", "0"],
+               "K must be >= 1"),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_user_mistakes_give_one_line_exit_2_and_no_output(tmp_path, capsys, name):
+    make, message = CASES[name]
+    args = make(tmp_path)
+    before = _listing(tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vaestudy: error:"), err
+    assert message in lines[0]
+    assert "Traceback" not in err
+    assert _listing(tmp_path) == before, "a failed command left files behind"
+    assert not os.path.exists("/tmp/vaestudy-pwned")
+
+
+def test_a_checkpoint_of_another_configuration_is_refused(tmp_path, capsys, trained):
+    out = tmp_path / "out"
+    shutil.copytree(trained, out)
+    before = _listing(out)
+    assert main(["train", *TINY, "--family", "mse", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "belongs to another configuration (differs in: family, params)" in err
+    assert _listing(out) == before
+
+
+def test_evaluate_refuses_a_model_file_that_does_not_fit_its_config(tmp_path, capsys, trained):
+    saved = torch.load(trained / "model.pt", weights_only=True)
+    saved["config"]["latent"] = 3
+    (tmp_path / "run").mkdir()
+    torch.save(saved, tmp_path / "run" / "model.pt")
+    assert main(["evaluate", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "m.json")]) == 2
+    assert "does not fit its own configuration" in capsys.readouterr().err
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_cuda_without_a_gpu_is_a_user_error(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(["train", *TINY[:-2], "--device", "cuda", "--out", str(tmp_path / "o")]) == 2
+    assert "no CUDA GPU is available" in capsys.readouterr().err
+
+
+def test_console_script_exit_status_and_help():
+    exe = shutil.which("vaestudy") or pytest.fail("the vaestudy console script is not installed")
+    for sub in ("train", "evaluate", "families"):
+        assert subprocess.run([exe, sub, "--help"], capture_output=True).returncode == 0
+    bad = subprocess.run([exe, "train", "--family", "nope", "--out", "/tmp/x"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def test_train_then_evaluate_from_the_command_line(tmp_path, trained):
+    out = tmp_path / "metrics.json"
+    assert main(["evaluate", "--run", str(trained), "--out", str(out), "--k", "20", "--device", "cpu"]) == 0
+    import json
+
+    result = json.loads(out.read_text())
+    assert result["status"] == "ok" and result["k"] == 20 and "ll_iwae_k10" in result["metrics"]

@@ -1,0 +1,101 @@
+"""Data sets, seeded splits and the two arenas."""
+
+import numpy as np
+import pytest
+import torch
+
+from vaestudy.data import ArenaData, load_levels, make_splits
+from vaestudy.utils import UserError, generator
+
+from conftest import write_mnist
+
+CPU = torch.device("cpu")
+
+
+def test_digits_are_bundled_with_17_levels():
+    data = load_levels("digits")
+    assert data.train.shape == (1797, 1, 8, 8) and data.levels == 17
+    assert int(data.train.max()) == 16 and data.test is None
+
+
+def test_splits_are_seeded_disjoint_and_complete():
+    data = load_levels("digits")
+    a, b = make_splits(data, 0), make_splits(data, 0)
+    assert torch.equal(a.test, b.test) and torch.equal(a.train, b.train)
+    assert len(a.train) + len(a.val) + len(a.test) == 1797
+    c = make_splits(data, 1)
+    assert not torch.equal(a.test, c.test)
+    # rows are images: the three splits partition the permuted set
+    all_rows = torch.cat([a.train, a.val, a.test])
+    assert sorted(map(bytes, all_rows.numpy())) == sorted(map(bytes, data.train.flatten(1).numpy()))
+
+
+def test_binary_arena_binarises_with_probability_k_over_l_minus_one():
+    data = make_splits(load_levels("digits"), 0)
+    arena = ArenaData(data, "binary", CPU, data_seed=0)
+    levels = data.train[:200].repeat(50, 1)
+    x = arena.transform(levels, generator(CPU, 1))
+    assert set(x.unique().tolist()) <= {0.0, 1.0}
+    for k in range(17):  # the frequency of ones per grey level, within 4 binomial std
+        cells = x[levels == k]
+        p = k / 16
+        assert abs(float(cells.mean()) - p) <= 4 * (p * (1 - p) / len(cells)) ** 0.5 + 1e-9
+    assert set(arena.test.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_continuous_arena_dequantises_into_the_level_cell():
+    data = make_splits(load_levels("digits"), 0)
+    arena = ArenaData(data, "continuous", CPU, data_seed=0)
+    k = data.test.float()
+    assert torch.all(arena.test >= k / 17) and torch.all(arena.test < (k + 1) / 17)
+    assert torch.all(arena.test >= 0) and torch.all(arena.test < 1)
+
+
+def test_evaluation_draws_are_fixed_and_training_draws_fresh():
+    data = make_splits(load_levels("digits"), 0)
+    a = ArenaData(data, "continuous", CPU, data_seed=0)
+    b = ArenaData(data, "continuous", CPU, data_seed=0)
+    assert torch.equal(a.test, b.test) and torch.equal(a.val, b.val)
+    e1 = torch.cat(list(a.batches(100, generator(CPU, 1, "epoch", 1))))
+    e2 = torch.cat(list(a.batches(100, generator(CPU, 1, "epoch", 2))))
+    e1_again = torch.cat(list(a.batches(100, generator(CPU, 1, "epoch", 1))))
+    assert torch.equal(e1, e1_again) and not torch.equal(e1, e2)
+    assert len(e1) == len(a)
+
+
+def test_mnist_reads_idx_files_in_the_real_on_disk_layout(mnist_root):
+    root, images = mnist_root
+    data = load_levels("mnist", str(root))
+    assert data.levels == 256 and data.shape == (1, 28, 28)
+    np.testing.assert_array_equal(data.train[:, 0].numpy(), images["train"])
+    np.testing.assert_array_equal(data.test[:, 0].numpy(), images["t10k"])
+    splits = make_splits(data, 0, val_fraction=0.25)
+    assert len(splits.test) == 20 and len(splits.val) == 15 and len(splits.train) == 45
+
+
+def test_fashion_mnist_reads_its_own_folder(tmp_path):
+    images = write_mnist(tmp_path, folder="FashionMNIST")
+    data = load_levels("fashion_mnist", str(tmp_path))
+    np.testing.assert_array_equal(data.test[:, 0].numpy(), images["t10k"])
+
+
+def test_missing_data_root_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_levels("mnist", str(tmp_path / "nowhere"))
+    with pytest.raises(UserError, match="mnist not found under data root"):
+        load_levels("mnist", str(tmp_path))
+    with pytest.raises(UserError, match="needs a data root"):
+        load_levels("cifar10", None)
+
+
+def test_truncated_idx_file_is_a_user_error(mnist_root):
+    root, _ = mnist_root
+    path = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(UserError, match="cannot read mnist"):
+        load_levels("mnist", str(root))
+
+
+def test_unknown_data_set_is_a_user_error():
+    with pytest.raises(UserError, match="unknown data set 'svhn'"):
+        load_levels("svhn")

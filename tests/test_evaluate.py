@@ -1,0 +1,117 @@
+"""Evaluation against closed forms: a linear Gaussian VAE has an exact marginal likelihood."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+from torch.distributions import Normal, kl_divergence
+
+from vaestudy.evaluate import active_units, bits_per_dim, elbo_terms, iwae, iwae_ladder
+from vaestudy.likelihoods import build_likelihood
+from vaestudy.model import VAE, ModelConfig, kl_standard_normal
+
+D, LATENT, SIGMA = 5, 2, 0.5
+
+
+def linear_gaussian_vae(exact_posterior: bool) -> tuple[VAE, torch.Tensor, np.ndarray, np.ndarray]:
+    """p(z)=N(0,I), p(x|z)=N(Wz+b, s^2 I) with orthogonal columns of W, so the posterior is diagonal.
+
+    The encoder is the exact posterior, or a deliberately wrong one.
+    """
+    g = torch.Generator().manual_seed(3)
+    q_mat, _ = torch.linalg.qr(torch.randn(D, LATENT, generator=g, dtype=torch.float64))
+    w = q_mat * torch.tensor([1.5, 0.8], dtype=torch.float64)  # orthogonal columns
+    b = torch.randn(D, generator=g, dtype=torch.float64)
+    post_var = 1.0 / (1.0 + (w * w).sum(0) / SIGMA**2)  # diag of (I + W^T W / s^2)^-1
+    enc_w = post_var[:, None] * w.T / SIGMA**2
+    enc_b = -enc_w @ b
+    log_var = post_var.log()
+    if not exact_posterior:
+        enc_w, log_var = 0.6 * enc_w, log_var + 0.7
+    model = VAE(ModelConfig(shape=(1, 1, D), latent=LATENT, hidden=[]),
+                build_likelihood("gaussian_fixed", D, {"sigma": SIGMA}))
+    with torch.no_grad():
+        enc, dec = model.encoder[0], model.decoder[0]
+        enc.weight.copy_(torch.cat([enc_w, torch.zeros(LATENT, D, dtype=torch.float64)]))
+        enc.bias.copy_(torch.cat([enc_b, log_var]))
+        dec.weight.copy_(w)
+        dec.bias.copy_(b)
+    z = torch.randn(200, LATENT, generator=g, dtype=torch.float64)
+    x = (z @ w.T + b + SIGMA * torch.randn(200, D, generator=g, dtype=torch.float64)).float()
+    cov = (w @ w.T).numpy() + SIGMA**2 * np.eye(D)
+    exact = scipy.stats.multivariate_normal(b.numpy(), cov).logpdf(x.double().numpy())
+    return model.eval(), x, exact, cov
+
+
+def test_iwae_with_the_exact_posterior_is_exact_at_every_k():
+    model, x, exact, _ = linear_gaussian_vae(exact_posterior=True)
+    bounds = iwae(model, x, 100, torch.Generator().manual_seed(0))
+    for value in bounds.values():
+        assert value == pytest.approx(exact.mean(), abs=1e-3)
+
+
+def test_iwae_converges_to_the_exact_log_likelihood_and_grows_with_k():
+    model, x, exact, _ = linear_gaussian_vae(exact_posterior=False)
+    bounds = iwae(model, x, 5000, torch.Generator().manual_seed(0), max_elements=20_000)
+    values = [bounds[k] for k in iwae_ladder(5000)]
+    assert values[0] < exact.mean() - 0.3  # a wrong encoder: a loose ELBO
+    # grows with K up to Monte Carlo noise (L_100 is already within 0.01 of the limit here)
+    assert all(a < b + 0.01 for a, b in zip(values, values[1:], strict=False))
+    assert values[1] > values[0] + 0.5
+    assert bounds[5000] == pytest.approx(exact.mean(), abs=0.02)
+    assert bounds[5000] <= exact.mean() + 0.005  # a lower bound in expectation
+
+
+def test_iwae_does_not_depend_on_the_memory_bound():
+    model, x, _, _ = linear_gaussian_vae(exact_posterior=False)
+    small = iwae(model, x, 300, torch.Generator().manual_seed(5), max_elements=7 * D)
+    large = iwae(model, x, 300, torch.Generator().manual_seed(5), images_per_chunk=1000)
+    # the same samples are drawn in another order, so only the Monte Carlo error may differ
+    assert small[300] == pytest.approx(large[300], abs=0.05)
+
+
+def test_elbo_with_the_exact_posterior_equals_the_log_likelihood():
+    model, x, exact, _ = linear_gaussian_vae(exact_posterior=True)
+    terms = elbo_terms(model, x, torch.Generator().manual_seed(0), samples=4000)
+    assert terms["elbo"] == pytest.approx(exact.mean(), abs=0.02)
+    assert terms["elbo"] == pytest.approx(-(terms["rate"] + terms["distortion"]))
+
+
+def test_analytic_kl_matches_torch_distributions_and_monte_carlo():
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    log_var = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    q, p = Normal(mu, (0.5 * log_var).exp()), Normal(torch.zeros(()), torch.ones(()))
+    analytic = kl_standard_normal(mu, log_var)
+    torch.testing.assert_close(analytic, kl_divergence(q, p).sum(-1))
+    z = q.sample((200_000,))
+    mc = (q.log_prob(z) - p.log_prob(z)).sum(-1)
+    torch.testing.assert_close(mc.mean(0), analytic, atol=4 * float(mc.std(0).max()) / math.sqrt(2e5),
+                               rtol=0)
+
+
+def test_active_units_counts_the_dimensions_with_posterior_mean_variance():
+    model = VAE(ModelConfig(shape=(1, 1, 10), latent=8, hidden=[]), build_likelihood("mse", 10))
+    with torch.no_grad():
+        enc = model.encoder[0]
+        enc.weight.zero_()
+        enc.weight[0, 0], enc.weight[1, 1], enc.weight[2, 2] = 1.0, 0.5, 0.2  # var 1, .25, .04
+        enc.weight[3, 3] = 0.05  # var 0.0025: below the threshold
+    x = torch.randn(20_000, 10, generator=torch.Generator().manual_seed(0))
+    assert active_units(model, x) == 3
+    assert active_units(model, x, threshold=0.001) == 4
+
+
+def test_bits_per_dim_of_uniform_models():
+    # the uniform density on [0,1]^D has ll = 0: it spends exactly log2 L bits per dimension
+    assert bits_per_dim(0.0, 64, 17, "continuous") == pytest.approx(math.log2(17))
+    # Bernoulli(1/2) on binary pixels: ll = -D ln 2, one bit per dimension
+    assert bits_per_dim(-784 * math.log(2), 784, 256, "binary") == pytest.approx(1.0)
+
+
+def test_iwae_ladder():
+    assert iwae_ladder(5000) == [1, 10, 100, 1000, 5000]
+    assert iwae_ladder(100) == [1, 10, 100]
+    assert iwae_ladder(1) == [1]

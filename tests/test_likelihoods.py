@@ -1,0 +1,179 @@
+"""Each family's log-density against scipy or a direct formula, and the identities of STUDY.md s3."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.integrate
+import scipy.optimize
+import scipy.stats
+import torch
+
+from vaestudy.likelihoods import REGISTRY, build_likelihood, family_parameters
+from vaestudy.utils import UserError
+
+D = 6
+
+
+def _x_and_o(seed=0, outputs=1, n=5):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand((n, D), generator=g, dtype=torch.float64)
+    o = torch.randn((n, outputs * D), generator=g, dtype=torch.float64)
+    return x, o
+
+
+def test_every_family_of_the_study_is_registered():
+    assert set(REGISTRY) == {
+        "bernoulli", "continuous_bernoulli", "gaussian_fixed", "gaussian_shared", "gaussian_pixel",
+        "gaussian_heteroscedastic", "gaussian_optimal", "mse",
+    }
+
+
+def test_bernoulli_log_prob_matches_scipy_on_binary_data():
+    x, o = _x_and_o()
+    x = (x > 0.5).double()
+    lik = build_likelihood("bernoulli", D)
+    p = torch.sigmoid(o).numpy()
+    expected = scipy.stats.bernoulli.logpmf(x.numpy(), p).sum(-1)
+    np.testing.assert_allclose(lik.distribution(o).log_prob(x).numpy(), expected, rtol=1e-10)
+    assert lik.normalised("binary") and not lik.normalised("continuous")
+
+
+def test_bernoulli_on_grey_levels_is_binary_cross_entropy():
+    x, o = _x_and_o()
+    p = torch.sigmoid(o)
+    bce = (x * p.log() + (1 - x) * (1 - p).log()).sum(-1)
+    lik = build_likelihood("bernoulli", D)
+    torch.testing.assert_close(lik.distribution(o).log_prob(x), bce)
+
+
+def _cb_log_normaliser_by_quadrature(lam: float) -> float:
+    integral, _ = scipy.integrate.quad(lambda x: lam**x * (1 - lam) ** (1 - x), 0, 1, epsabs=1e-13)
+    return -math.log(integral)
+
+
+@pytest.mark.parametrize("lam", [1e-4, 0.01, 0.3, 0.4999, 0.5, 0.5001, 0.7, 0.99, 1 - 1e-4])
+def test_continuous_bernoulli_log_normaliser_against_quadrature(lam):
+    lik = build_likelihood("continuous_bernoulli", 1)
+    o = torch.tensor([[math.log(lam / (1 - lam))]], dtype=torch.float64)
+    x = torch.tensor([[0.3]], dtype=torch.float64)
+    log_c = float(lik.distribution(o).log_prob(x)) - (0.3 * math.log(lam) + 0.7 * math.log(1 - lam))
+    assert log_c == pytest.approx(_cb_log_normaliser_by_quadrature(lam), abs=1e-6)
+
+
+def test_continuous_bernoulli_density_integrates_to_one():
+    lik = build_likelihood("continuous_bernoulli", 1)
+    for logit in (-3.0, 0.0, 0.001, 2.5):
+        o = torch.tensor([[logit]], dtype=torch.float64)
+        total, _ = scipy.integrate.quad(
+            lambda v: math.exp(float(lik.distribution(o).log_prob(torch.tensor([[v]], dtype=torch.float64)))),
+            0, 1)
+        assert total == pytest.approx(1.0, abs=1e-6)
+
+
+def test_gaussian_fixed_matches_scipy():
+    x, o = _x_and_o()
+    lik = build_likelihood("gaussian_fixed", D, {"sigma": 0.3})
+    expected = scipy.stats.norm.logpdf(x.numpy(), o.numpy(), 0.3).sum(-1)
+    np.testing.assert_allclose(lik.distribution(o).log_prob(x).numpy(), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["gaussian_shared", "gaussian_pixel"])
+def test_learned_sigma_starts_at_init_and_matches_scipy(family):
+    x, o = _x_and_o()
+    lik = build_likelihood(family, D, {"init": 0.4, "floor": 0.05}).double()
+    assert lik.sigma() == pytest.approx(0.4)
+    expected = scipy.stats.norm.logpdf(x.numpy(), o.numpy(), 0.4).sum(-1)
+    np.testing.assert_allclose(lik.distribution(o).log_prob(x).detach().numpy(), expected, rtol=1e-6)
+    with torch.no_grad():
+        for p in lik.parameters():
+            p.fill_(-50.0)  # sigma -> floor
+    assert lik.sigma() == pytest.approx(0.05)
+
+
+def test_gaussian_pixel_has_one_sigma_per_pixel():
+    lik = build_likelihood("gaussian_pixel", D)
+    assert sum(p.numel() for p in lik.parameters()) == D
+
+
+@pytest.mark.parametrize("floor", [0.0, 0.02])
+def test_heteroscedastic_uses_the_second_half_as_log_variance(floor):
+    x, o = _x_and_o(outputs=2)
+    lik = build_likelihood("gaussian_heteroscedastic", D, {"floor": floor})
+    mean, log_var = o[:, :D].numpy(), o[:, D:].numpy()
+    sigma = floor + np.exp(0.5 * log_var)
+    expected = scipy.stats.norm.logpdf(x.numpy(), mean, sigma).sum(-1)
+    np.testing.assert_allclose(lik.distribution(o).log_prob(x).numpy(), expected, rtol=1e-6)
+    assert lik.outputs_per_pixel == 2
+
+
+def test_mse_sum_is_gaussian_with_variance_one_half_up_to_its_constant():
+    x, o = _x_and_o()
+    mse = build_likelihood("mse", D, {"reduction": "sum"})
+    gauss = build_likelihood("gaussian_fixed", D, {"sigma": math.sqrt(0.5)})
+    loss, _ = mse.reconstruction(x, o)
+    nll = -gauss.distribution(o).log_prob(x)
+    torch.testing.assert_close(loss, ((x - o) ** 2).sum(-1))
+    # sigma is stored in float32, hence the tolerance
+    torch.testing.assert_close(nll - loss, torch.full_like(loss, D / 2 * math.log(math.pi)), atol=1e-5, rtol=0)
+
+
+def test_mse_mean_is_gaussian_with_variance_d_over_two_up_to_its_constant():
+    x, o = _x_and_o()
+    o.requires_grad_(True)
+    mse = build_likelihood("mse", D, {"reduction": "mean"})
+    gauss = build_likelihood("gaussian_fixed", D, {"sigma": math.sqrt(D / 2)})
+    loss, _ = mse.reconstruction(x, o)
+    nll = -gauss.distribution(o).log_prob(x)
+    torch.testing.assert_close(loss, ((x - o) ** 2).mean(-1))
+    torch.testing.assert_close(nll - loss, torch.full_like(loss, D / 2 * math.log(math.pi * D)), atol=1e-5,
+                               rtol=0)
+    (g_loss,) = torch.autograd.grad(loss.sum(), o, retain_graph=True)
+    (g_nll,) = torch.autograd.grad(nll.sum(), o)
+    torch.testing.assert_close(g_loss, g_nll)  # same training signal
+    assert not mse.loss_is_nll and mse.sigma() == pytest.approx(math.sqrt(D / 2))
+
+
+def test_gaussian_optimal_sigma_maximises_the_batch_log_likelihood():
+    x, o = _x_and_o(n=50)
+    lik = build_likelihood("gaussian_optimal", D, {"floor": 1e-6}).double().train()
+    _, log_px = lik.reconstruction(x, o)
+
+    def nll(sigma):
+        return -scipy.stats.norm.logpdf(x.numpy(), o.numpy(), sigma).sum()
+
+    best = scipy.optimize.minimize_scalar(nll, bounds=(1e-3, 10), method="bounded",
+                                          options={"xatol": 1e-10})
+    assert lik.sigma() == pytest.approx(best.x, rel=1e-5)
+    assert float(log_px.sum()) == pytest.approx(-best.fun, rel=1e-8)
+
+
+def test_gaussian_optimal_evaluates_with_its_fixed_sigma_not_the_test_batch():
+    x, o = _x_and_o(n=50)
+    lik = build_likelihood("gaussian_optimal", D).double()
+    lik.set_scale(0.04)
+    lik.eval()
+    _, log_px = lik.reconstruction(x, o)
+    expected = scipy.stats.norm.logpdf(x.numpy(), o.numpy(), 0.2).sum(-1)
+    np.testing.assert_allclose(log_px.numpy(), expected, rtol=1e-6)
+
+
+def test_family_parameters_have_defaults():
+    assert family_parameters("gaussian_fixed") == {"sigma": 0.1}
+    assert family_parameters("bernoulli") == {}
+
+
+@pytest.mark.parametrize("name,params,message", [
+    ("nope", {}, "unknown likelihood family 'nope'"),
+    ("gaussian_fixed", {"sigma": 0}, "sigma must be > 0"),
+    ("gaussian_fixed", {"sigma": -1.0}, "sigma must be > 0"),
+    ("gaussian_fixed", {"sigma": "big"}, "sigma must be a number"),
+    ("gaussian_shared", {"floor": -0.1}, "floor must be >= 0"),
+    ("gaussian_shared", {"init": 0.01, "floor": 0.1}, "init must be > floor"),
+    ("gaussian_heteroscedastic", {"floor": -1.0}, "floor must be >= 0"),
+    ("mse", {"reduction": "max"}, "reduction must be 'sum' or 'mean'"),
+    ("bernoulli", {"sigma": 0.1}, "has no parameter 'sigma'"),
+])
+def test_bad_family_settings_are_user_errors(name, params, message):
+    with pytest.raises(UserError, match=message):
+        build_likelihood(name, D, params)

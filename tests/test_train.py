@@ -1,0 +1,139 @@
+"""Training: determinism, resume after a kill, divergence as a result, every family end to end."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from vaestudy.config import RunConfig
+from vaestudy.evaluate import evaluate
+from vaestudy.likelihoods import REGISTRY
+from vaestudy.train import CHECKPOINT, HISTORY, MODEL, train
+
+SMALL = dict(epochs=3, hidden=[32], latent=4, batch_size=64, device="cpu", max_train=300, max_test=60)
+
+
+def _weights(folder):
+    return torch.load(folder / MODEL, weights_only=True)["model"]
+
+
+def _history(folder):
+    return pd.read_csv(folder / HISTORY).drop(columns="seconds")
+
+
+def _assert_same_run(a, b):
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+    pd.testing.assert_frame_equal(_history(a), _history(b))
+
+
+def test_training_is_deterministic_for_a_seed(tmp_path):
+    config = RunConfig(family="gaussian_shared", **SMALL)
+    train(config, tmp_path / "a", progress=False)
+    train(config, tmp_path / "b", progress=False)
+    _assert_same_run(tmp_path / "a", tmp_path / "b")
+    other = RunConfig(family="gaussian_shared", seed=2, **SMALL)
+    train(other, tmp_path / "c", progress=False)
+    assert not torch.equal(_weights(tmp_path / "a")["decoder.0.weight"],
+                           _weights(tmp_path / "c")["decoder.0.weight"])
+
+
+def test_resume_from_a_checkpoint_ends_with_identical_weights_and_history(tmp_path):
+    base = dict(SMALL, epochs=6, checkpoint_every=2)
+    train(RunConfig(family="gaussian_optimal", **base), tmp_path / "whole", progress=False)
+    # stop after epoch 3 (its checkpoint), then resume to 6
+    train(RunConfig(family="gaussian_optimal", **dict(base, epochs=3)), tmp_path / "parts", progress=False)
+    train(RunConfig(family="gaussian_optimal", **base), tmp_path / "parts", progress=False)
+    _assert_same_run(tmp_path / "whole", tmp_path / "parts")
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "vaestudy.cli", *args]
+
+
+def test_a_training_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path):
+    args = ["train", "--family", "gaussian_pixel", "--epochs", "150", "--checkpoint-every", "10",
+            "--hidden", "32", "--latent", "4", "--device", "cpu", "--max-train", "400"]
+    subprocess.run(_cli(*args, "--out", str(tmp_path / "whole")), check=True, capture_output=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(*args, "--out", str(killed)), stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / CHECKPOINT).exists() and time.time() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / MODEL).exists(), "the run finished before it could be killed"
+    resumed = subprocess.run(_cli(*args, "--out", str(killed)), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr
+    _assert_same_run(tmp_path / "whole", killed)
+
+
+def test_a_non_finite_loss_ends_training_as_diverged(tmp_path):
+    config = RunConfig(family="gaussian_fixed", params={"sigma": 0.01}, lr=1e20, **dict(SMALL, epochs=5))
+    facts = train(config, tmp_path / "run", progress=False)
+    assert facts["status"] == "diverged" and facts["diverged_epoch"] == 1
+    saved = torch.load(tmp_path / "run" / MODEL, weights_only=True)
+    assert saved["status"] == "diverged"
+    assert all(torch.isfinite(v).all() for v in saved["model"].values())  # the last finite weights
+    result = evaluate(tmp_path / "run", tmp_path / "metrics.json", k=10, device="cpu")
+    assert result["status"] == "diverged" and result["diverged_epoch"] == 1
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "diverged"
+
+
+@pytest.mark.parametrize("family,arena,params", [
+    ("bernoulli", "binary", {}),
+    ("bernoulli", "continuous", {}),
+    ("continuous_bernoulli", "continuous", {}),
+    ("gaussian_fixed", "continuous", {"sigma": 0.1}),
+    ("gaussian_shared", "continuous", {"init": 0.5, "floor": 0.01}),
+    ("gaussian_pixel", "continuous", {"floor": 0.01}),
+    ("gaussian_heteroscedastic", "continuous", {"floor": 0.01}),
+    ("gaussian_optimal", "continuous", {}),
+    ("mse", "continuous", {"reduction": "sum"}),
+    ("mse", "continuous", {"reduction": "mean"}),
+])
+def test_every_family_trains_and_evaluates(tmp_path, family, arena, params):
+    config = RunConfig(family=family, arena=arena, params=params, **SMALL)
+    facts = train(config, tmp_path / "run", progress=False)
+    assert facts["status"] == "ok" and facts["epochs"] == 3
+    history = pd.read_csv(tmp_path / "run" / HISTORY)
+    assert list(history.epoch) == [1, 2, 3] and history.loss.notna().all()
+    result = evaluate(tmp_path / "run", tmp_path / "m.json", k=50, device="cpu", elbo_samples=5)
+    m = result["metrics"]
+    assert m["rate"] >= 0 and m["mse"] >= 0 and 0 <= m["active_units"] <= 4
+    assert m["elbo"] == pytest.approx(-(m["rate"] + m["distortion"]))
+    assert m["ll_iwae"] >= m["elbo"] - 1.0  # IWAE >= ELBO up to Monte Carlo noise
+    assert result["normalised"] == (family != "bernoulli" or arena == "binary")
+    if arena == "continuous":
+        assert m["calibrated_ll_iwae"] >= m["calibrated_elbo"] - 1.0
+        assert math.isfinite(m["calibrated_bpd"]) and m["calibrated_sigma"] > 0
+    else:
+        assert "calibrated_elbo" not in m
+    if family in ("gaussian_fixed", "gaussian_optimal", "mse"):
+        assert m["sigma"] > 0
+    assert family in REGISTRY
+
+
+def test_gaussian_optimal_fixes_its_sigma_from_the_training_data(tmp_path):
+    from vaestudy.train import build_model, load_data
+    from vaestudy.utils import generator
+
+    config = RunConfig(family="gaussian_optimal", **SMALL)
+    train(config, tmp_path / "run", progress=False)
+    data = load_data(config, torch.device("cpu"))
+    model = build_model(config, data)
+    model.load_state_dict(_weights(tmp_path / "run"))
+    model.eval()
+    residual = model.mean_squared_residual(data.train_fixed(), generator(torch.device("cpu"), 1, "final-fit"))
+    assert model.likelihood.sigma() == pytest.approx(math.sqrt(residual), rel=1e-5)
