@@ -4,7 +4,6 @@ import os
 import pickle
 import shutil
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -34,6 +33,7 @@ def case_yaml(text):
     def make(tmp):
         (tmp / "run.yaml").write_text(text)
         return ["train", "--config", str(tmp / "run.yaml"), "--out", str(tmp / "out")]
+
     return make
 
 
@@ -46,6 +46,7 @@ def case_checkpoint(content: bytes, *args):
         (tmp / "out").mkdir()
         (tmp / "out" / "checkpoint.pt").write_bytes(content)
         return ["train", *TINY, *args, "--out", str(tmp / "out")]
+
     return make
 
 
@@ -54,6 +55,7 @@ def case_model_file(content: bytes, k="10"):
         (tmp / "run").mkdir()
         (tmp / "run" / "model.pt").write_bytes(content)
         return ["evaluate", "--run", str(tmp / "run"), "--out", str(tmp / "out" / "m.json"), "--k", k]
+
     return make
 
 
@@ -63,35 +65,52 @@ class _Evil:
 
 
 CASES = {
-    "unknown family": (case_train("--family", "gaussian_magic"), "unknown likelihood family 'gaussian_magic'"),
+    "unknown family": (
+        case_train("--family", "gaussian_magic"),
+        "unknown likelihood family 'gaussian_magic'",
+    ),
     "sigma zero": (case_train("--param", "sigma=0"), "sigma must be > 0"),
     "sigma negative": (case_train("--param", "sigma=-0.5"), "sigma must be > 0"),
-    "floor negative": (case_train("--family", "gaussian_shared", "--param", "floor=-1"), "floor must be >= 0"),
+    "floor negative": (
+        case_train("--family", "gaussian_shared", "--param", "floor=-1"),
+        "floor must be >= 0",
+    ),
     "unknown family parameter": (case_train("--param", "sgima=0.1"), "has no parameter 'sgima'"),
     "bad --param": (case_train("--param", "sigma"), "--param expects KEY=VALUE"),
     "family outside its arena": (case_train("--arena", "binary"), "has no meaning in the binary arena"),
     "unknown arena": (case_train("--arena", "grey"), "unknown arena 'grey'"),
     "unknown data set": (case_train("--dataset", "svhn"), "unknown data set 'svhn'"),
-    "missing data root": (case_train("--dataset", "mnist", "--data-root", "/nonexistent/vaestudy"),
-                          "data root /nonexistent/vaestudy does not exist"),
+    "missing data root": (
+        case_train("--dataset", "mnist", "--data-root", "/nonexistent/vaestudy"),
+        "data root /nonexistent/vaestudy does not exist",
+    ),
     "no data root": (case_train("--dataset", "mnist"), "needs a data root"),
     "latent zero": (case_train("--latent", "0"), "latent must be >= 1"),
     "epochs not a number": (case_train("--epochs", "ten"), "epochs must be of type int"),
-    "batch larger than data": (case_train("--batch-size", "5000"), "batch_size 5000 is larger than the training set"),
+    "batch larger than data": (
+        case_train("--batch-size", "5000"),
+        "batch_size 5000 is larger than the training set",
+    ),
     "conv on 8x8 digits": (case_train("--architecture", "conv"), "conv needs 28x28 or 32x32"),
     "unknown flag": (case_train("--epohcs", "3"), "unrecognized arguments: --epohcs"),
     "yaml syntax error": (case_yaml("family: [gaussian_fixed\n"), "YAML syntax error"),
     "yaml unknown key": (case_yaml("family: mse\nlearning_rate: 0.1\n"), "unknown setting 'learning_rate'"),
     "yaml wrong type": (case_yaml("epochs: many\n"), "epochs must be of type int"),
-    "config file missing": (lambda tmp: ["train", "--config", str(tmp / "no.yaml"), "--out", str(tmp / "out")],
-                            "config file"),
+    "config file missing": (
+        lambda tmp: ["train", "--config", str(tmp / "no.yaml"), "--out", str(tmp / "out")],
+        "config file",
+    ),
     "truncated checkpoint": (case_checkpoint(b"PK\x03\x04truncated"), "cannot read checkpoint"),
     "pickle with code": (case_checkpoint(pickle.dumps(_Evil())), "cannot read checkpoint"),
     "model file garbage": (case_model_file(b"\x00" * 100), "cannot read model file"),
-    "model file missing": (lambda tmp: ["evaluate", "--run", str(tmp / "none"), "--out", str(tmp / "out" / "m.json")],
-                           "does not exist"),
-    "K zero": (lambda tmp: ["evaluate", "--run", str(tmp), "--out", str(tmp / "out" / "m.json"), "--k", "0"],
-               "K must be >= 1"),
+    "model file missing": (
+        lambda tmp: ["evaluate", "--run", str(tmp / "none"), "--out", str(tmp / "out" / "m.json")],
+        "does not exist",
+    ),
+    "K zero": (
+        lambda tmp: ["evaluate", "--run", str(tmp), "--out", str(tmp / "out" / "m.json"), "--k", "0"],
+        "K must be >= 1",
+    ),
 }
 
 
@@ -141,7 +160,9 @@ def test_console_script_exit_status_and_help():
     exe = shutil.which("vaestudy") or pytest.fail("the vaestudy console script is not installed")
     for sub in ("train", "evaluate", "families"):
         assert subprocess.run([exe, sub, "--help"], capture_output=True).returncode == 0
-    bad = subprocess.run([exe, "train", "--family", "nope", "--out", "/tmp/x"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [exe, "train", "--family", "nope", "--out", "/tmp/x"], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
 
 

@@ -3,11 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from conftest import write_mnist
 
 from vaestudy.data import ArenaData, load_levels, make_splits
 from vaestudy.utils import UserError, generator
-
-from conftest import write_mnist
 
 CPU = torch.device("cpu")
 

@@ -30,8 +30,10 @@ def linear_gaussian_vae(exact_posterior: bool) -> tuple[VAE, torch.Tensor, np.nd
     log_var = post_var.log()
     if not exact_posterior:
         enc_w, log_var = 0.6 * enc_w, log_var + 0.7
-    model = VAE(ModelConfig(shape=(1, 1, D), latent=LATENT, hidden=[]),
-                build_likelihood("gaussian_fixed", D, {"sigma": SIGMA}))
+    model = VAE(
+        ModelConfig(shape=(1, 1, D), latent=LATENT, hidden=[]),
+        build_likelihood("gaussian_fixed", D, {"sigma": SIGMA}),
+    )
     with torch.no_grad():
         enc, dec = model.encoder[0], model.decoder[0]
         enc.weight.copy_(torch.cat([enc_w, torch.zeros(LATENT, D, dtype=torch.float64)]))
@@ -88,8 +90,7 @@ def test_analytic_kl_matches_torch_distributions_and_monte_carlo():
     torch.testing.assert_close(analytic, kl_divergence(q, p).sum(-1))
     z = q.sample((200_000,))
     mc = (q.log_prob(z) - p.log_prob(z)).sum(-1)
-    torch.testing.assert_close(mc.mean(0), analytic, atol=4 * float(mc.std(0).max()) / math.sqrt(2e5),
-                               rtol=0)
+    torch.testing.assert_close(mc.mean(0), analytic, atol=4 * float(mc.std(0).max()) / math.sqrt(2e5), rtol=0)
 
 
 def test_active_units_counts_the_dimensions_with_posterior_mean_variance():

@@ -24,8 +24,14 @@ def _x_and_o(seed=0, outputs=1, n=5):
 
 def test_every_family_of_the_study_is_registered():
     assert set(REGISTRY) == {
-        "bernoulli", "continuous_bernoulli", "gaussian_fixed", "gaussian_shared", "gaussian_pixel",
-        "gaussian_heteroscedastic", "gaussian_optimal", "mse",
+        "bernoulli",
+        "continuous_bernoulli",
+        "gaussian_fixed",
+        "gaussian_shared",
+        "gaussian_pixel",
+        "gaussian_heteroscedastic",
+        "gaussian_optimal",
+        "mse",
     }
 
 
@@ -64,10 +70,12 @@ def test_continuous_bernoulli_log_normaliser_against_quadrature(lam):
 def test_continuous_bernoulli_density_integrates_to_one():
     lik = build_likelihood("continuous_bernoulli", 1)
     for logit in (-3.0, 0.0, 0.001, 2.5):
-        o = torch.tensor([[logit]], dtype=torch.float64)
-        total, _ = scipy.integrate.quad(
-            lambda v: math.exp(float(lik.distribution(o).log_prob(torch.tensor([[v]], dtype=torch.float64)))),
-            0, 1)
+        dist = lik.distribution(torch.tensor([[logit]], dtype=torch.float64))
+
+        def density(v, dist=dist):
+            return math.exp(float(dist.log_prob(torch.tensor([[v]], dtype=torch.float64))))
+
+        total, _ = scipy.integrate.quad(density, 0, 1)
         assert total == pytest.approx(1.0, abs=1e-6)
 
 
@@ -115,7 +123,9 @@ def test_mse_sum_is_gaussian_with_variance_one_half_up_to_its_constant():
     nll = -gauss.distribution(o).log_prob(x)
     torch.testing.assert_close(loss, ((x - o) ** 2).sum(-1))
     # sigma is stored in float32, hence the tolerance
-    torch.testing.assert_close(nll - loss, torch.full_like(loss, D / 2 * math.log(math.pi)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        nll - loss, torch.full_like(loss, D / 2 * math.log(math.pi)), atol=1e-5, rtol=0
+    )
 
 
 def test_mse_mean_is_gaussian_with_variance_d_over_two_up_to_its_constant():
@@ -126,8 +136,9 @@ def test_mse_mean_is_gaussian_with_variance_d_over_two_up_to_its_constant():
     loss, _ = mse.reconstruction(x, o)
     nll = -gauss.distribution(o).log_prob(x)
     torch.testing.assert_close(loss, ((x - o) ** 2).mean(-1))
-    torch.testing.assert_close(nll - loss, torch.full_like(loss, D / 2 * math.log(math.pi * D)), atol=1e-5,
-                               rtol=0)
+    torch.testing.assert_close(
+        nll - loss, torch.full_like(loss, D / 2 * math.log(math.pi * D)), atol=1e-5, rtol=0
+    )
     (g_loss,) = torch.autograd.grad(loss.sum(), o, retain_graph=True)
     (g_nll,) = torch.autograd.grad(nll.sum(), o)
     torch.testing.assert_close(g_loss, g_nll)  # same training signal
@@ -142,8 +153,7 @@ def test_gaussian_optimal_sigma_maximises_the_batch_log_likelihood():
     def nll(sigma):
         return -scipy.stats.norm.logpdf(x.numpy(), o.numpy(), sigma).sum()
 
-    best = scipy.optimize.minimize_scalar(nll, bounds=(1e-3, 10), method="bounded",
-                                          options={"xatol": 1e-10})
+    best = scipy.optimize.minimize_scalar(nll, bounds=(1e-3, 10), method="bounded", options={"xatol": 1e-10})
     assert lik.sigma() == pytest.approx(best.x, rel=1e-5)
     assert float(log_px.sum()) == pytest.approx(-best.fun, rel=1e-8)
 
@@ -163,17 +173,20 @@ def test_family_parameters_have_defaults():
     assert family_parameters("bernoulli") == {}
 
 
-@pytest.mark.parametrize("name,params,message", [
-    ("nope", {}, "unknown likelihood family 'nope'"),
-    ("gaussian_fixed", {"sigma": 0}, "sigma must be > 0"),
-    ("gaussian_fixed", {"sigma": -1.0}, "sigma must be > 0"),
-    ("gaussian_fixed", {"sigma": "big"}, "sigma must be a number"),
-    ("gaussian_shared", {"floor": -0.1}, "floor must be >= 0"),
-    ("gaussian_shared", {"init": 0.01, "floor": 0.1}, "init must be > floor"),
-    ("gaussian_heteroscedastic", {"floor": -1.0}, "floor must be >= 0"),
-    ("mse", {"reduction": "max"}, "reduction must be 'sum' or 'mean'"),
-    ("bernoulli", {"sigma": 0.1}, "has no parameter 'sigma'"),
-])
+@pytest.mark.parametrize(
+    "name,params,message",
+    [
+        ("nope", {}, "unknown likelihood family 'nope'"),
+        ("gaussian_fixed", {"sigma": 0}, "sigma must be > 0"),
+        ("gaussian_fixed", {"sigma": -1.0}, "sigma must be > 0"),
+        ("gaussian_fixed", {"sigma": "big"}, "sigma must be a number"),
+        ("gaussian_shared", {"floor": -0.1}, "floor must be >= 0"),
+        ("gaussian_shared", {"init": 0.01, "floor": 0.1}, "init must be > floor"),
+        ("gaussian_heteroscedastic", {"floor": -1.0}, "floor must be >= 0"),
+        ("mse", {"reduction": "max"}, "reduction must be 'sum' or 'mean'"),
+        ("bernoulli", {"sigma": 0.1}, "has no parameter 'sigma'"),
+    ],
+)
 def test_bad_family_settings_are_user_errors(name, params, message):
     with pytest.raises(UserError, match=message):
         build_likelihood(name, D, params)

@@ -43,8 +43,9 @@ def test_training_is_deterministic_for_a_seed(tmp_path):
     _assert_same_run(tmp_path / "a", tmp_path / "b")
     other = RunConfig(family="gaussian_shared", seed=2, **SMALL)
     train(other, tmp_path / "c", progress=False)
-    assert not torch.equal(_weights(tmp_path / "a")["decoder.0.weight"],
-                           _weights(tmp_path / "c")["decoder.0.weight"])
+    assert not torch.equal(
+        _weights(tmp_path / "a")["decoder.0.weight"], _weights(tmp_path / "c")["decoder.0.weight"]
+    )
 
 
 def test_resume_from_a_checkpoint_ends_with_identical_weights_and_history(tmp_path):
@@ -61,8 +62,23 @@ def _cli(*args):
 
 
 def test_a_training_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path):
-    args = ["train", "--family", "gaussian_pixel", "--epochs", "150", "--checkpoint-every", "10",
-            "--hidden", "32", "--latent", "4", "--device", "cpu", "--max-train", "400"]
+    args = [
+        "train",
+        "--family",
+        "gaussian_pixel",
+        "--epochs",
+        "150",
+        "--checkpoint-every",
+        "10",
+        "--hidden",
+        "32",
+        "--latent",
+        "4",
+        "--device",
+        "cpu",
+        "--max-train",
+        "400",
+    ]
     subprocess.run(_cli(*args, "--out", str(tmp_path / "whole")), check=True, capture_output=True)
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_cli(*args, "--out", str(killed)), stderr=subprocess.DEVNULL)
@@ -91,18 +107,21 @@ def test_a_non_finite_loss_ends_training_as_diverged(tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "diverged"
 
 
-@pytest.mark.parametrize("family,arena,params", [
-    ("bernoulli", "binary", {}),
-    ("bernoulli", "continuous", {}),
-    ("continuous_bernoulli", "continuous", {}),
-    ("gaussian_fixed", "continuous", {"sigma": 0.1}),
-    ("gaussian_shared", "continuous", {"init": 0.5, "floor": 0.01}),
-    ("gaussian_pixel", "continuous", {"floor": 0.01}),
-    ("gaussian_heteroscedastic", "continuous", {"floor": 0.01}),
-    ("gaussian_optimal", "continuous", {}),
-    ("mse", "continuous", {"reduction": "sum"}),
-    ("mse", "continuous", {"reduction": "mean"}),
-])
+@pytest.mark.parametrize(
+    "family,arena,params",
+    [
+        ("bernoulli", "binary", {}),
+        ("bernoulli", "continuous", {}),
+        ("continuous_bernoulli", "continuous", {}),
+        ("gaussian_fixed", "continuous", {"sigma": 0.1}),
+        ("gaussian_shared", "continuous", {"init": 0.5, "floor": 0.01}),
+        ("gaussian_pixel", "continuous", {"floor": 0.01}),
+        ("gaussian_heteroscedastic", "continuous", {"floor": 0.01}),
+        ("gaussian_optimal", "continuous", {}),
+        ("mse", "continuous", {"reduction": "sum"}),
+        ("mse", "continuous", {"reduction": "mean"}),
+    ],
+)
 def test_every_family_trains_and_evaluates(tmp_path, family, arena, params):
     config = RunConfig(family=family, arena=arena, params=params, **SMALL)
     facts = train(config, tmp_path / "run", progress=False)

@@ -35,8 +35,13 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(RunConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.name == "params":
-            parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                                help="family parameter, e.g. sigma=0.1 (repeatable)")
+            parser.add_argument(
+                "--param",
+                action="append",
+                default=[],
+                metavar="KEY=VALUE",
+                help="family parameter, e.g. sigma=0.1 (repeatable)",
+            )
         elif f.name == "download":
             parser.add_argument(flag, action="store_true", default=None, help=comments[f.name])
         elif f.name == "hidden":
@@ -104,8 +109,15 @@ def _positive_int(name: str):
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from vaestudy.evaluate import evaluate
 
-    evaluate(args.run, args.out, k=args.k, device=args.device, elbo_samples=args.elbo_samples,
-             max_elements=args.max_elements, seed=args.seed)
+    evaluate(
+        args.run,
+        args.out,
+        k=args.k,
+        device=args.device,
+        elbo_samples=args.elbo_samples,
+        max_elements=args.max_elements,
+        seed=args.seed,
+    )
     print(args.out)
 
 
@@ -131,10 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, type=Path, help="folder written by vaestudy train")
     p.add_argument("--out", required=True, type=Path, help="metrics JSON file to write")
     p.add_argument("--k", type=_positive_int("K"), default=100, help="importance samples (default 100)")
-    p.add_argument("--elbo-samples", type=_positive_int("elbo samples"), default=10,
-                   help="z samples per image for the ELBO (default 10)")
-    p.add_argument("--max-elements", type=_positive_int("max elements"), default=2**24,
-                   help="memory bound: decoder-output floats alive at once in IWAE (default 2^24)")
+    p.add_argument(
+        "--elbo-samples",
+        type=_positive_int("elbo samples"),
+        default=10,
+        help="z samples per image for the ELBO (default 10)",
+    )
+    p.add_argument(
+        "--max-elements",
+        type=_positive_int("max elements"),
+        default=2**24,
+        help="memory bound: decoder-output floats alive at once in IWAE (default 2^24)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's seed)")
     p.set_defaults(func=_cmd_evaluate)

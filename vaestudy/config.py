@@ -82,19 +82,27 @@ class RunConfig:
         require(self.dataset in DATASETS, f"unknown data set {self.dataset!r} (known: {', '.join(DATASETS)})")
         require(self.arena in ARENAS, f"unknown arena {self.arena!r} (known: {', '.join(ARENAS)})")
         family = get_family(self.family)
-        require(self.arena in family.arenas,
-                f"family {self.family} has no meaning in the {self.arena} arena "
-                f"(it belongs to: {', '.join(family.arenas)})")
+        require(
+            self.arena in family.arenas,
+            f"family {self.family} has no meaning in the {self.arena} arena "
+            f"(it belongs to: {', '.join(family.arenas)})",
+        )
         build_likelihood(self.family, 1, self.params)  # checks the family's parameters
         self.params = {**family_parameters(self.family), **self.params}  # record the defaults used
-        require(self.architecture in ARCHITECTURES,
-                f"unknown architecture {self.architecture!r} (known: {', '.join(ARCHITECTURES)})")
-        require(self.activation in ACTIVATIONS,
-                f"unknown activation {self.activation!r} (known: {', '.join(ACTIVATIONS)})")
+        require(
+            self.architecture in ARCHITECTURES,
+            f"unknown architecture {self.architecture!r} (known: {', '.join(ARCHITECTURES)})",
+        )
+        require(
+            self.activation in ACTIVATIONS,
+            f"unknown activation {self.activation!r} (known: {', '.join(ACTIVATIONS)})",
+        )
         if self.architecture == "conv":
-            require(IMAGE_SIDE[self.dataset] in (28, 32),
-                    f"architecture conv needs 28x28 or 32x32 images; {self.dataset} is "
-                    f"{IMAGE_SIDE[self.dataset]}x{IMAGE_SIDE[self.dataset]} (use mlp)")
+            require(
+                IMAGE_SIDE[self.dataset] in (28, 32),
+                f"architecture conv needs 28x28 or 32x32 images; {self.dataset} is "
+                f"{IMAGE_SIDE[self.dataset]}x{IMAGE_SIDE[self.dataset]} (use mlp)",
+            )
         require(self.latent >= 1, f"latent must be >= 1, got {self.latent}")
         require(all(h >= 1 for h in self.hidden), f"hidden sizes must be >= 1, got {self.hidden}")
         require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")

@@ -43,8 +43,14 @@ def _sample_z(mu: torch.Tensor, log_var: torch.Tensor, n: int, g: torch.Generato
 
 
 @torch.no_grad()
-def elbo_terms(model: VAE, x: torch.Tensor, g: torch.Generator, likelihood: Likelihood | None = None,
-               samples: int = 1, batch_size: int = 512) -> dict[str, float]:
+def elbo_terms(
+    model: VAE,
+    x: torch.Tensor,
+    g: torch.Generator,
+    likelihood: Likelihood | None = None,
+    samples: int = 1,
+    batch_size: int = 512,
+) -> dict[str, float]:
     """Mean over images of rate, distortion (S-sample estimate), elbo, loss and per-pixel mse."""
     likelihood = likelihood or model.likelihood
     sums = dict.fromkeys(("rate", "distortion", "loss", "mse"), 0.0)
@@ -71,8 +77,15 @@ def iwae_ladder(k: int) -> list[int]:
 
 
 @torch.no_grad()
-def iwae(model: VAE, x: torch.Tensor, k: int, g: torch.Generator, likelihood: Likelihood | None = None,
-         images_per_chunk: int = 100, max_elements: int = DEFAULT_MAX_ELEMENTS) -> dict[int, float]:
+def iwae(
+    model: VAE,
+    x: torch.Tensor,
+    k: int,
+    g: torch.Generator,
+    likelihood: Likelihood | None = None,
+    images_per_chunk: int = 100,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+) -> dict[int, float]:
     """The importance-weighted bound L_k averaged over images, for every k of iwae_ladder(K).
 
     L_K with large K is the ll_iwae estimate. The first k of the same K samples give L_k.
@@ -113,9 +126,19 @@ def bits_per_dim(ll: float, num_pixels: int, levels: int, arena: str) -> float:
     return -(ll - offset) / (num_pixels * math.log(2))
 
 
-def score(model: VAE, x: torch.Tensor, likelihood: Likelihood, k: int, g: torch.Generator,
-          num_pixels: int, levels: int, arena: str, elbo_samples: int,
-          max_elements: int, prefix: str = "") -> dict[str, float]:
+def score(
+    model: VAE,
+    x: torch.Tensor,
+    likelihood: Likelihood,
+    k: int,
+    g: torch.Generator,
+    num_pixels: int,
+    levels: int,
+    arena: str,
+    elbo_samples: int,
+    max_elements: int,
+    prefix: str = "",
+) -> dict[str, float]:
     """ELBO terms, IWAE ladder, ll_iwae and bpd of one likelihood on x, with names prefixed."""
     metrics = elbo_terms(model, x, g, likelihood, samples=elbo_samples)
     bounds = iwae(model, x, k, g, likelihood, max_elements=max_elements)
@@ -126,17 +149,25 @@ def score(model: VAE, x: torch.Tensor, likelihood: Likelihood, k: int, g: torch.
     return {prefix + name: value for name, value in metrics.items()}
 
 
-def evaluate(run_dir: str | Path, out: str | Path, k: int = 100, device: str = "auto",
-             elbo_samples: int = 10, max_elements: int = DEFAULT_MAX_ELEMENTS,
-             seed: int | None = None) -> dict[str, Any]:
+def evaluate(
+    run_dir: str | Path,
+    out: str | Path,
+    k: int = 100,
+    device: str = "auto",
+    elbo_samples: int = 10,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    seed: int | None = None,
+) -> dict[str, Any]:
     """Evaluate the model trained in run_dir on its test split; write the JSON to out."""
     require(k >= 1, f"K must be >= 1, got {k}")
     require(elbo_samples >= 1, f"elbo samples must be >= 1, got {elbo_samples}")
     require(max_elements >= 1, f"max elements must be >= 1, got {max_elements}")
     run_dir = Path(run_dir)
     saved = torch_load(run_dir / MODEL, "model file")
-    require(isinstance(saved, dict) and "config" in saved and "model" in saved,
-            f"{run_dir / MODEL} is not a vaestudy model file")
+    require(
+        isinstance(saved, dict) and "config" in saved and "model" in saved,
+        f"{run_dir / MODEL} is not a vaestudy model file",
+    )
     config = RunConfig.from_dict(saved["config"], source=str(run_dir / MODEL))
     config.device = device
     config.validate()
@@ -146,14 +177,21 @@ def evaluate(run_dir: str | Path, out: str | Path, k: int = 100, device: str = "
     try:
         model.load_state_dict(saved["model"])
     except RuntimeError as exc:
-        raise UserError(f"{run_dir / MODEL} does not fit its own configuration: "
-                        f"{str(exc).splitlines()[0]}") from None
+        raise UserError(
+            f"{run_dir / MODEL} does not fit its own configuration: {str(exc).splitlines()[0]}"
+        ) from None
     model.eval()
     seed = config.seed if seed is None else seed
     started = time.perf_counter()
     likelihood = model.likelihood
-    shared = dict(k=k, num_pixels=data.num_pixels, levels=data.levels, arena=data.arena,
-                  elbo_samples=elbo_samples, max_elements=max_elements)
+    shared = dict(
+        k=k,
+        num_pixels=data.num_pixels,
+        levels=data.levels,
+        arena=data.arena,
+        elbo_samples=elbo_samples,
+        max_elements=max_elements,
+    )
     with exact_float32():
         metrics = score(model, data.test, likelihood, g=generator(dev, seed, "eval"), **shared)
         metrics["active_units"] = active_units(model, data.test)
@@ -162,8 +200,16 @@ def evaluate(run_dir: str | Path, out: str | Path, k: int = 100, device: str = "
             sigma = math.sqrt(model.mean_squared_residual(data.val, generator(dev, seed, "calibrate")))
             calibrated = Calibrated(likelihood, sigma).to(dev)
             metrics["calibrated_sigma"] = sigma
-            metrics.update(score(model, data.test, calibrated, g=generator(dev, seed, "eval-cal"),
-                                 prefix="calibrated_", **shared))
+            metrics.update(
+                score(
+                    model,
+                    data.test,
+                    calibrated,
+                    g=generator(dev, seed, "eval-cal"),
+                    prefix="calibrated_",
+                    **shared,
+                )
+            )
     eval_seconds = time.perf_counter() - started
     train_facts = {}
     if (run_dir / FACTS).is_file():
@@ -190,6 +236,9 @@ def evaluate(run_dir: str | Path, out: str | Path, k: int = 100, device: str = "
         "versions": versions(),
     }
     atomic_write_json(out, result)
-    print(f"{config.arena}/{config.family}: elbo {metrics['elbo']:.3f} ll_iwae {metrics['ll_iwae']:.3f} "
-          f"bpd {metrics['bpd']:.4f} ({eval_seconds:.1f}s)", file=sys.stderr)
+    print(
+        f"{config.arena}/{config.family}: elbo {metrics['elbo']:.3f} ll_iwae {metrics['ll_iwae']:.3f} "
+        f"bpd {metrics['bpd']:.4f} ({eval_seconds:.1f}s)",
+        file=sys.stderr,
+    )
     return result

@@ -45,8 +45,14 @@ class ConvEncoder(nn.Module):
         act = ACTIVATIONS[activation]
         self.shape = shape
         self.net = nn.Sequential(
-            nn.Conv2d(c, 32, 4, 2, 1), act(), nn.Conv2d(32, 64, 4, 2, 1), act(), nn.Flatten(),
-            nn.Linear(64 * (h // 4) * (w // 4), width), act(), nn.Linear(width, 2 * latent),
+            nn.Conv2d(c, 32, 4, 2, 1),
+            act(),
+            nn.Conv2d(32, 64, 4, 2, 1),
+            act(),
+            nn.Flatten(),
+            nn.Linear(64 * (h // 4) * (w // 4), width),
+            act(),
+            nn.Linear(width, 2 * latent),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,8 +93,9 @@ class VAE(nn.Module):
         else:
             width = config.hidden[0] if config.hidden else 256
             self.encoder = ConvEncoder(config.shape, config.latent, width, config.activation)
-            self.decoder = ConvDecoder(config.shape, config.latent, width, config.activation,
-                                       likelihood.outputs_per_pixel)
+            self.decoder = ConvDecoder(
+                config.shape, config.latent, width, config.activation, likelihood.outputs_per_pixel
+            )
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """q(z|x) = N(mu, diag(exp(log_var)))."""

@@ -47,16 +47,22 @@ HISTORY_COLUMNS = ("epoch", "loss", "rate", "distortion", "sigma", "val_elbo", "
 def load_data(config: RunConfig, device: torch.device) -> ArenaData:
     """The run's data set in its arena, on the device (the same splits for every model)."""
     levels = load_levels(config.dataset, config.data_root, config.download)
-    splits = make_splits(levels, config.data_seed, config.val_fraction, config.test_fraction,
-                         config.max_train, config.max_test)
+    splits = make_splits(
+        levels, config.data_seed, config.val_fraction, config.test_fraction, config.max_train, config.max_test
+    )
     return ArenaData(splits, config.arena, device, config.data_seed)
 
 
 def build_model(config: RunConfig, data: ArenaData) -> VAE:
     """The VAE of a config, initialised from the run's seed without touching global RNG state."""
     likelihood = build_likelihood(config.family, data.num_pixels, config.params)
-    model_config = ModelConfig(shape=data.shape, latent=config.latent, hidden=list(config.hidden),
-                               activation=config.activation, architecture=config.architecture)
+    model_config = ModelConfig(
+        shape=data.shape,
+        latent=config.latent,
+        hidden=list(config.hidden),
+        activation=config.activation,
+        architecture=config.architecture,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(config.seed, "init"))
         model = VAE(model_config, likelihood)
@@ -79,12 +85,17 @@ def validation_elbo(model: VAE, x: torch.Tensor, g: torch.Generator, batch_size:
 def load_checkpoint(path: Path, config: RunConfig) -> dict[str, Any]:
     """Load a checkpoint and check that it belongs to this configuration."""
     state = torch_load(path, "checkpoint")
-    require(isinstance(state, dict) and "config" in state and "model" in state,
-            f"{path} is not a vaestudy checkpoint")
+    require(
+        isinstance(state, dict) and "config" in state and "model" in state,
+        f"{path} is not a vaestudy checkpoint",
+    )
     saved = RunConfig.from_dict(state["config"], source=str(path)).identity()
     differ = [k for k, v in config.identity().items() if saved.get(k) != v]
-    require(not differ, f"checkpoint {path} belongs to another configuration "
-                        f"(differs in: {', '.join(differ)}); use another --out or delete it")
+    require(
+        not differ,
+        f"checkpoint {path} belongs to another configuration "
+        f"(differs in: {', '.join(differ)}); use another --out or delete it",
+    )
     return state
 
 
@@ -115,14 +126,20 @@ class _Progress:
         self.total, self.label = total, label
 
     def update(self, row: dict[str, Any]) -> None:
-        text = (f"loss {row['loss']:.3f} rate {row['rate']:.3f} val_elbo {row['val_elbo']:.3f}"
-                if math.isfinite(row["loss"]) else "non-finite loss")
+        text = (
+            f"loss {row['loss']:.3f} rate {row['rate']:.3f} val_elbo {row['val_elbo']:.3f}"
+            if math.isfinite(row["loss"])
+            else "non-finite loss"
+        )
         if self.bar is not None:
             self.bar.set_postfix_str(text)
             self.bar.update(1)
         else:
-            print(f"{self.label} epoch {row['epoch']}/{self.total} {text} "
-                  f"({row['seconds']:.2f}s)", file=sys.stderr, flush=True)
+            print(
+                f"{self.label} epoch {row['epoch']}/{self.total} {text} ({row['seconds']:.2f}s)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -139,8 +156,10 @@ def train(config: RunConfig, out: str | Path, progress: bool | None = None) -> d
     out = Path(out)
     device = resolve_device(config.device)
     data = load_data(config, device)
-    require(config.batch_size <= len(data),
-            f"batch_size {config.batch_size} is larger than the training set ({len(data)} images)")
+    require(
+        config.batch_size <= len(data),
+        f"batch_size {config.batch_size} is larger than the training set ({len(data)} images)",
+    )
     state = load_checkpoint(out / CHECKPOINT, config) if (out / CHECKPOINT).exists() else None
 
     model = build_model(config, data)
@@ -152,19 +171,27 @@ def train(config: RunConfig, out: str | Path, progress: bool | None = None) -> d
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, KeyError, ValueError) as exc:
-            raise UserError(f"checkpoint {out / CHECKPOINT} does not fit this model: "
-                            f"{str(exc).splitlines()[0]}") from None
+            raise UserError(
+                f"checkpoint {out / CHECKPOINT} does not fit this model: {str(exc).splitlines()[0]}"
+            ) from None
         history, start_epoch = list(state["history"]), int(state["epoch"])
         status, diverged_epoch = state["status"], state["diverged_epoch"]
         print(f"resuming {out} from epoch {start_epoch}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
 
     def checkpoint(epoch: int) -> None:
-        atomic_torch_save(out / CHECKPOINT, {
-            "config": config.to_dict(), "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history,
-            "status": status, "diverged_epoch": diverged_epoch,
-        })
+        atomic_torch_save(
+            out / CHECKPOINT,
+            {
+                "config": config.to_dict(),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch,
+                "history": history,
+                "status": status,
+                "diverged_epoch": diverged_epoch,
+            },
+        )
 
     label = f"{config.arena}/{config.family}"
     bar = _Progress(config.epochs, start_epoch, label, progress)
@@ -189,12 +216,17 @@ def train(config: RunConfig, out: str | Path, progress: bool | None = None) -> d
         if not math.isfinite(loss_sum):
             status, diverged_epoch = "diverged", epoch
             model.load_state_dict(last_good)
-            print(f"{label}: non-finite loss in epoch {epoch}: stopped, status diverged",
-                  file=sys.stderr)
+            print(f"{label}: non-finite loss in epoch {epoch}: stopped, status diverged", file=sys.stderr)
         val = validation_elbo(model, data.val, generator(device, config.seed, "val", epoch))
-        row = {"epoch": epoch, "loss": loss_sum, "rate": rate_sum, "distortion": dist_sum,
-               "sigma": model.likelihood.sigma(), "val_elbo": val,
-               "seconds": time.perf_counter() - t0}
+        row = {
+            "epoch": epoch,
+            "loss": loss_sum,
+            "rate": rate_sum,
+            "distortion": dist_sum,
+            "sigma": model.likelihood.sigma(),
+            "val_elbo": val,
+            "seconds": time.perf_counter() - t0,
+        }
         history.append(row)
         bar.update(row)
         if status != "ok" or epoch % config.checkpoint_every == 0 or epoch == config.epochs:
@@ -219,8 +251,15 @@ def train(config: RunConfig, out: str | Path, progress: bool | None = None) -> d
         "config": config.to_dict(),
     }
     atomic_write_text(out / HISTORY, _history_csv(history))
-    atomic_torch_save(out / MODEL, {"config": config.to_dict(), "model": model.state_dict(),
-                                    "status": status, "diverged_epoch": diverged_epoch,
-                                    "epochs": len(history)})
+    atomic_torch_save(
+        out / MODEL,
+        {
+            "config": config.to_dict(),
+            "model": model.state_dict(),
+            "status": status,
+            "diverged_epoch": diverged_epoch,
+            "epochs": len(history),
+        },
+    )
     atomic_write_json(out / FACTS, facts)
     return facts

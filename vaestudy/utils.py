@@ -83,8 +83,10 @@ def torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
 
 def resolve_device(name: str) -> torch.device:
     """'auto' -> CUDA where present, else CPU; 'cuda' without a GPU is a user error."""
-    require(name in ("auto", "cpu", "cuda") or name.startswith("cuda:"),
-            f"device must be auto, cpu or cuda, not {name!r}")
+    require(
+        name in ("auto", "cpu", "cuda") or name.startswith("cuda:"),
+        f"device must be auto, cpu or cuda, not {name!r}",
+    )
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
