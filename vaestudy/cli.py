@@ -121,6 +121,40 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     print(args.out)
 
 
+def _cmd_prepare(args: argparse.Namespace) -> None:
+    from vaestudy.data import load_levels, make_splits
+    from vaestudy.utils import atomic_write_json
+
+    levels = load_levels(args.dataset, args.data_root, args.download)
+    splits = make_splits(levels, args.data_seed, args.val_fraction, args.test_fraction)
+    facts = {"dataset": args.dataset, "levels": levels.levels, "shape": list(levels.shape),
+             "train": len(splits.train), "val": len(splits.val), "test": len(splits.test),
+             "data_seed": args.data_seed}
+    atomic_write_json(args.out, facts)
+    print(f"{args.dataset}: {facts['train']} train, {facts['val']} validation, {facts['test']} test images, "
+          f"{facts['levels']} levels, shape {tuple(facts['shape'])}")
+
+
+def _cmd_collect(args: argparse.Namespace) -> None:
+    from vaestudy.tables import write_tables
+
+    metrics = write_tables(args.metrics, args.results, args.metrics_csv, args.summary_csv)
+    print(f"{metrics['run'].nunique()} runs, {len(metrics)} rows -> {args.metrics_csv}, {args.summary_csv}")
+
+
+def _cmd_study(args: argparse.Namespace) -> None:
+    from vaestudy.study import expand_study
+
+    try:
+        study = yaml.safe_load(Path(args.config).read_text()) or {}
+    except OSError as exc:
+        raise UserError(f"cannot read {args.config}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{args.config}: YAML syntax error: {exc}") from None
+    for run in expand_study(study):
+        print(run.name)
+
+
 def _cmd_families(args: argparse.Namespace) -> None:
     from vaestudy.likelihoods import REGISTRY, family_parameters
 
@@ -137,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one VAE into a folder (resumes from its checkpoint)")
     _add_run_arguments(p)
     p.add_argument("--out", required=True, type=Path, help="output folder of the run")
+    p.add_argument("--threads", type=_positive_int("threads"), default=None, help="CPU threads for torch")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="evaluate a trained run on its test split")
@@ -157,7 +192,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's seed)")
+    p.add_argument("--threads", type=_positive_int("threads"), default=None, help="CPU threads for torch")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("prepare", help="check that a data set loads and record its splits")
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--download", action="store_true")
+    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--out", required=True, type=Path, help="JSON file to write")
+    p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser("collect", help="merge metrics JSON files into the tidy table and its summary")
+    p.add_argument("metrics", nargs="+", help="metrics.json files under RESULTS/runs/<run>/")
+    p.add_argument("--results", default="results", help="results folder (default results)")
+    p.add_argument("--metrics-csv", required=True, type=Path)
+    p.add_argument("--summary-csv", required=True, type=Path)
+    p.set_defaults(func=_cmd_collect)
+
+    p = sub.add_parser("study", help="list the runs of a study config (checks it)")
+    p.add_argument("--config", default="config.yaml")
+    p.set_defaults(func=_cmd_study)
 
     p = sub.add_parser("families", help="list the decoder likelihood families")
     p.set_defaults(func=_cmd_families)
@@ -167,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "threads", None):
+            import torch
+
+            torch.set_num_threads(args.threads)
         args.func(args)
     except UserError as exc:
         print(f"vaestudy: error: {exc}", file=sys.stderr)

@@ -77,6 +77,13 @@ class RunConfig:
         """The settings that must match for a checkpoint to belong to this run."""
         return {k: v for k, v in self.to_dict().items() if k not in self.RESUMABLE}
 
+    def validate_family(self, where: str = "params") -> None:
+        """Check the family's parameters alone (sigma > 0, floor >= 0, ...)."""
+        try:
+            build_likelihood(self.family, 1, self.params)
+        except UserError as exc:
+            raise UserError(f"{where}: {exc}") from None
+
     def validate(self) -> RunConfig:
         """Check every value; raise UserError naming the first bad setting."""
         require(self.dataset in DATASETS, f"unknown data set {self.dataset!r} (known: {', '.join(DATASETS)})")

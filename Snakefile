@@ -1,0 +1,36 @@
+# vaestudy: what p(x|z) should a VAE decoder be?
+# config.yaml -> schema check -> grid of runs -> prepare data -> train -> evaluate -> collect tables.
+import sys
+
+from snakemake.utils import min_version, validate
+
+from vaestudy.study import check_schema
+from vaestudy.utils import UserError
+
+min_version("8.20")
+
+SCHEMA = "workflow/schemas/config.schema.yaml"
+
+
+configfile: "config.yaml"
+
+
+try:  # one line that names the key and the problem, before any job starts
+    check_schema(config, workflow.source_path(SCHEMA))
+except UserError as error:
+    sys.stderr.write(f"vaestudy: config error: {error}\n")
+    sys.exit(2)
+validate(config, SCHEMA, set_default=True)
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/aggregate.smk"
+
+
+rule all:
+    input:
+        rules.collect.output,
+    default_target: True

@@ -1,0 +1,84 @@
+"""The study config -> grid of runs, and the checks a schema cannot express."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vaestudy.likelihoods import REGISTRY
+from vaestudy.study import config_label, expand_study
+from vaestudy.utils import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def test_the_default_study_covers_every_family_both_arenas_and_three_seeds():
+    runs = expand_study(DEFAULT)
+    families = {r.config.family for r in runs}
+    assert families == set(REGISTRY)
+    assert {r.config.arena for r in runs} == {"binary", "continuous"}
+    assert len({r.config.seed for r in runs}) >= 3
+    sigmas = sorted(r.config.params["sigma"] for r in runs if r.config.family == "gaussian_fixed")
+    assert len(set(sigmas)) >= 5 and min(sigmas) == 0.01 and max(sigmas) == 1.0
+    assert {r.config.params["reduction"] for r in runs if r.config.family == "mse"} == {"sum", "mean"}
+    assert 0 in {r.config.params["floor"] for r in runs if r.config.family == "gaussian_heteroscedastic"}
+    names = [r.name for r in runs]
+    assert len(names) == len(set(names))
+    assert "continuous/gaussian_fixed-s0.1/seed1" in names
+    assert "binary/bernoulli/seed1" in names and "continuous/mse-mean/seed3" in names
+
+
+def test_run_names_are_readable_and_stable():
+    assert config_label("gaussian_fixed", {"sigma": 0.1}) == "gaussian_fixed-s0.1"
+    assert config_label("gaussian_shared", {"floor": 0.001, "init": 1.0}) == "gaussian_shared-i1-f0.001"
+    assert config_label("mse", {"reduction": "mean"}) == "mse-mean"
+    assert config_label("bernoulli", {}) == "bernoulli"
+
+
+def _with(arenas=None, **top):
+    study = copy.deepcopy(DEFAULT)
+    if arenas is not None:
+        study["arenas"] = arenas
+    study.update(top)
+    return study
+
+
+@pytest.mark.parametrize("study,message", [
+    (_with({"continuous": [{"family": "gaussian_magic"}]}),
+     "arenas.continuous[0].family: unknown likelihood family 'gaussian_magic'"),
+    (_with({"continuous": [{"family": "gaussian_fixed", "sigma": [0.1, 0]}]}),
+     "arenas.continuous[0]: family gaussian_fixed: sigma must be > 0"),
+    (_with({"continuous": [{"family": "gaussian_fixed", "sigma": -1}]}), "sigma must be > 0"),
+    (_with({"binary": [{"family": "gaussian_fixed", "sigma": 0.1}]}),
+     "arenas.binary[0]: family gaussian_fixed has no meaning in the binary arena"),
+    (_with({"continuous": [{"family": "mse"}, {"family": "mse"}]}),
+     "arenas.continuous[1]: run continuous/mse is listed twice (also at arenas.continuous[0])"),
+    (_with({"continuous": [{"family": "gaussian_fixed", "sigma": [0.1, 0.1]}]}), "listed twice"),
+    (_with({"binary": [], "continuous": []}), "the grid is empty"),
+    (_with({"continuous": [{"family": "gaussian_shared", "floor": -0.5}]}), "floor must be >= 0"),
+    (_with({"continuous": [{"family": "bernoulli", "sigma": 0.1}]}), "has no parameter 'sigma'"),
+    (_with({"continuous": [{"sigma": 0.1}]}), "arenas.continuous[0]: each entry needs a 'family'"),
+    (_with({"continuous": [{"family": "gaussian_fixed", "sigma": []}]}), "the list of values is empty"),
+    (_with(seeds=[1, 1]), "seeds: a seed is listed twice"),
+    (_with(model={"latent": 0}), "latent must be >= 1"),
+    (_with(dataset="digits", model={"architecture": "conv"}), "conv needs 28x28 or 32x32"),
+])
+def test_bad_studies_name_the_key_and_the_problem(study, message):
+    with pytest.raises(UserError) as info:
+        expand_study(study)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10"])
+def test_published_scale_studies_expand(name):
+    study = copy.deepcopy(DEFAULT)
+    for key, value in yaml.safe_load((ROOT / "workflow" / "studies" / f"{name}.yaml").read_text()).items():
+        if isinstance(value, dict) and key not in ("arenas",):
+            study.setdefault(key, {}).update(value)
+        else:
+            study[key] = value
+    runs = expand_study(study)
+    assert {r.config.dataset for r in runs} == {name}
+    assert len(runs) >= 3 * 14

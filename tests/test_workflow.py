@@ -1,0 +1,163 @@
+"""The Snakemake workflow: lint, dry runs, bad configs, the default study end to end, and Slurm.
+
+The end-to-end and Slurm tests are marked `pipeline` (run alone with `pytest -m pipeline`).
+Each run works in its own folder (`--directory`), so it never touches the repository's results/.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+TIMING = {"train_seconds", "eval_seconds", "peak_memory_mb_train"}
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1800) -> subprocess.CompletedProcess:
+    """Run the repository's workflow in workdir (which holds config.yaml and the results)."""
+    cmd = [SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=workdir)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def make_workdir(tmp: Path, **overrides) -> Path:
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict) and key != "arenas":
+            config[key].update(value)
+        else:
+            config[key] = value
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return tmp
+
+
+def planned_jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:
+    """The 'Job stats' table of a dry run: rule -> count."""
+    counts, table = {}, False
+    for line in (proc.stdout + proc.stderr).splitlines():
+        parts = line.split()
+        if line.startswith("job ") and "count" in line:
+            table = True
+        elif table and len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+        elif table and counts and not parts:
+            break
+    return counts
+
+
+def test_lint_is_clean_but_for_the_conda_suggestion():
+    """The workflow runs in the project's own environment (README), so the one lint left is the
+    suggestion of a conda environment per rule."""
+    proc = subprocess.run([SNAKEMAKE, "--lint"], capture_output=True, text=True, cwd=ROOT)
+    out = proc.stdout + proc.stderr
+    lints = [line.strip() for line in out.splitlines() if line.strip().startswith("* ")]
+    assert lints, out  # snakemake did lint
+    assert set(lints) == {"* Specify a conda environment or container for each rule.:"}, out
+
+
+def test_dry_run_of_the_default_study_lists_every_job(tmp_path):
+    proc = snakemake(make_workdir(tmp_path), "-n")
+    counts = planned_jobs(proc)
+    runs = 15 * 3  # 14 continuous configurations and 1 binary, 3 seeds each
+    assert counts == {"prepare_data": 1, "train": runs, "evaluate": runs, "collect": 1, "all": 1, "total": 2 * runs + 3}
+
+
+@pytest.mark.parametrize("study", ["mnist", "fashion_mnist", "cifar10"])
+def test_dry_run_of_every_published_study(tmp_path, study):
+    workdir = make_workdir(tmp_path)
+    proc = snakemake(workdir, "-n", "--configfile", str(ROOT / "workflow" / "studies" / f"{study}.yaml"))
+    counts = planned_jobs(proc)
+    configs = 14 if study == "cifar10" else 15
+    assert counts["train"] == counts["evaluate"] == 3 * configs
+    assert f"results/{study}/runs/continuous/gaussian_fixed-s0.01/seed1/model.pt" in proc.stdout
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"arenas": {"continuous": [{"family": "gaussian_magic"}]}}, "unknown likelihood family 'gaussian_magic'"),
+    ({"arenas": {"continuous": [{"family": "gaussian_fixed", "sigma": [0.1, -1]}]}}, "sigma must be > 0"),
+    ({"arenas": {"binary": [{"family": "mse"}]}}, "has no meaning in the binary arena"),
+    ({"arenas": {"continuous": [{"family": "mse"}, {"family": "mse"}]}}, "listed twice"),
+    ({"train": {"epochs": 0}}, "epochs"),
+    ({"trian": {"epochs": 3}}, "trian"),
+    ({"dataset": "svhn"}, "svhn"),
+])
+def test_a_bad_config_stops_before_any_job_and_names_the_problem(tmp_path, overrides, message):
+    workdir = make_workdir(tmp_path, **overrides)
+    proc = snakemake(workdir, "--cores", "1", check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    assert not (workdir / "results").exists()
+
+
+def _read(workdir: Path) -> pd.DataFrame:
+    return pd.read_csv(workdir / "results" / "tables" / "metrics.csv")
+
+
+@pytest.mark.pipeline
+def test_the_default_study_end_to_end(tmp_path):
+    workdir = make_workdir(tmp_path / "study")
+    snakemake(workdir, "--cores", "2")
+    metrics = _read(workdir)
+    summary = pd.read_csv(workdir / "results" / "tables" / "summary.csv")
+
+    # every configuration and seed is present
+    expected = {"continuous/" + c for c in (
+        "bernoulli", "continuous_bernoulli", "gaussian_shared-f0.001", "gaussian_pixel-f0.001",
+        "gaussian_heteroscedastic-f0.001", "gaussian_heteroscedastic-f0", "gaussian_optimal-f0.001",
+        "mse-sum", "mse-mean")} | {f"continuous/gaussian_fixed-s{s}" for s in ("0.01", "0.03", "0.1", "0.3", "1")}
+    expected |= {"binary/bernoulli"}
+    assert set(metrics.config) == expected
+    assert metrics.groupby("config").seed.nunique().eq(3).all()
+    assert set(summary.config) == expected
+    for column in ("run", "dataset", "arena", "family", "sigma", "reduction", "seed", "metric", "value", "status"):
+        assert column in metrics.columns
+
+    wide = metrics.pivot_table(index="run", columns="metric", values="value")
+    ok = metrics.groupby("run").status.first().eq("ok")
+    # IWAE >= ELBO up to Monte Carlo noise
+    assert (wide.loc[ok, "ll_iwae"] >= wide.loc[ok, "elbo"] - 0.5).all()
+    # the rate falls along the sigma sweep (means over seeds)
+    sweep = summary[(summary.family == "gaussian_fixed") & (summary.metric == "rate")].sort_values("sigma")
+    assert sweep["mean"].is_monotonic_decreasing, sweep[["sigma", "mean"]]
+
+    # a second run has nothing to do
+    again = snakemake(workdir, "-n")
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+    # deleting one model's outputs reruns that model and what depends on it, nothing else
+    run = workdir / "results" / "runs" / "continuous" / "gaussian_fixed-s0.1" / "seed2"
+    (run / "model.pt").unlink()
+    counts = planned_jobs(snakemake(workdir, "-n"))
+    assert counts == {"train": 1, "evaluate": 1, "collect": 1, "all": 1, "total": 4}
+
+
+@pytest.mark.pipeline
+@pytest.mark.skipif(not os.environ.get("VAESTUDY_TEST_SLURM") and shutil.which("sinfo") is None,
+                    reason="no Slurm here (.ci/run starts a one-node cluster with .ci/slurm-up)")
+def test_the_slurm_profile_runs_the_study_through_sbatch(tmp_path):
+    shrunk = dict(
+        seeds=[1, 2], train={"epochs": 5}, evaluate={"k": 50, "elbo_samples": 2},
+        arenas={"binary": [{"family": "bernoulli"}],
+                "continuous": [{"family": "gaussian_fixed", "sigma": [0.1, 1.0]}, {"family": "gaussian_optimal"}]},
+    )
+    local = make_workdir(tmp_path / "local", **shrunk)
+    slurm = make_workdir(tmp_path / "slurm", **shrunk)
+    snakemake(local, "--cores", "2")
+    proc = snakemake(slurm, "--profile", str(ROOT / "workflow" / "profiles" / "slurm"),
+                     "--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "2",
+                     "--latency-wait", "5")
+    log = proc.stdout + proc.stderr
+    submitted = log.count("SLURM jobid") + log.count("SLURM run ID")
+    assert submitted >= 1 + 8 + 8 + 1, log[-3000:]
+    a, b = _read(local), _read(slurm)
+    a, b = (t[~t.metric.isin(TIMING)].drop(columns="device").reset_index(drop=True) for t in (a, b))
+    pd.testing.assert_frame_equal(a, b)

@@ -1,0 +1,122 @@
+"""A study config (config.yaml) -> the grid of runs, with the checks a schema cannot express.
+
+Each entry of `arenas.<arena>` names a family and its parameters; a list value expands into a
+sweep (several list values: their product). Run names are readable and stable:
+`continuous/gaussian_fixed-s0.1/seed1` (arena / family and the parameters the entry gives / seed).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vaestudy.config import RunConfig
+from vaestudy.likelihoods import family_parameters, get_family
+from vaestudy.utils import UserError, require
+
+NAME_PART = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+def check_schema(study: dict[str, Any], schema_path: str | Path) -> None:
+    """Check a study against the JSON schema; raise UserError 'key.path: problem' for the first error."""
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(study))
+    if error is not None:
+        where = ".".join(str(p) for p in error.absolute_path) or "config"
+        raise UserError(f"{where}: {error.message}")
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str  # arena/config/seedN
+    config_name: str  # arena/config (the run without its seed)
+    config: RunConfig
+
+
+def _abbreviations(family: str) -> dict[str, str]:
+    keys = list(family_parameters(family))
+    first = [k[0] for k in keys]
+    return {k: (k[0] if first.count(k[0]) == 1 else k) for k in keys}
+
+
+def _format(value: Any) -> str:
+    return format(value, "g") if isinstance(value, float) else str(value)
+
+
+def config_label(family: str, params: dict[str, Any]) -> str:
+    """gaussian_fixed + {sigma: 0.1} -> 'gaussian_fixed-s0.1'; mse + {reduction: sum} -> 'mse-sum'."""
+    abbrev = _abbreviations(family)
+    parts = [family]
+    for key in family_parameters(family):
+        if key in params:
+            value = params[key]
+            parts.append(_format(value) if isinstance(value, str) else f"{abbrev[key]}{_format(value)}")
+    return "-".join(parts)
+
+
+def _entry_grid(arena: str, index: int, entry: Any) -> list[tuple[str, dict[str, Any]]]:
+    where = f"arenas.{arena}[{index}]"
+    require(isinstance(entry, dict) and "family" in entry, f"{where}: each entry needs a 'family'")
+    family = entry["family"]
+    require(isinstance(family, str), f"{where}.family: must be a name, got {family!r}")
+    try:
+        get_family(family)
+    except UserError as exc:
+        raise UserError(f"{where}.family: {exc}") from None
+    cls = get_family(family)
+    require(arena in cls.arenas,
+            f"{where}: family {family} has no meaning in the {arena} arena (it belongs to: {', '.join(cls.arenas)})")
+    params = {k: v for k, v in entry.items() if k != "family"}
+    keys = list(params)
+    values = [v if isinstance(v, list) else [v] for v in params.values()]
+    for key, vals in zip(keys, values, strict=True):
+        require(len(vals) > 0, f"{where}.{key}: the list of values is empty")
+    grid = []
+    for combo in itertools.product(*values):
+        p = dict(zip(keys, combo, strict=True))
+        RunConfig(family=family, arena=arena, params=p).validate_family(f"{where}")
+        grid.append((config_label(family, p), p))
+    return grid
+
+
+def expand_study(study: dict[str, Any]) -> list[Run]:
+    """Every run of the study, in a stable order; raises UserError naming the key and the problem."""
+    seeds = study.get("seeds", [1])
+    require(isinstance(seeds, list) and len(seeds) > 0, "seeds: give at least one seed")
+    require(len(set(seeds)) == len(seeds), f"seeds: a seed is listed twice in {seeds}")
+    arenas = study.get("arenas") or {}
+    require(any(arenas.values()), "arenas: the grid is empty (list families under arenas.binary or arenas.continuous)")
+    model, train = study.get("model", {}), study.get("train", {})
+    runs: list[Run] = []
+    seen: dict[str, str] = {}
+    for arena, entries in arenas.items():
+        require(arena in ("binary", "continuous"), f"arenas.{arena}: unknown arena (known: binary, continuous)")
+        for index, entry in enumerate(entries or []):
+            for label, params in _entry_grid(arena, index, entry):
+                config_name = f"{arena}/{label}"
+                where = f"arenas.{arena}[{index}]"
+                require(config_name not in seen,
+                        f"{where}: run {config_name} is listed twice (also at {seen.get(config_name)})")
+                require(all(NAME_PART.match(p) for p in config_name.split("/")),
+                        f"{where}: run name {config_name!r} has characters outside [A-Za-z0-9_.-]")
+                seen[config_name] = where
+                for seed in seeds:
+                    values = {
+                        "dataset": study.get("dataset", "digits"), "arena": arena, "family": entry["family"],
+                        "params": params, "data_root": study.get("data_root"),
+                        "download": study.get("download", False), "data_seed": study.get("data_seed", 0),
+                        "seed": seed, "device": study.get("device", "auto"), **model, **train,
+                    }
+                    try:
+                        config = RunConfig.from_dict(values, source="config").validate()
+                    except UserError as exc:
+                        raise UserError(f"{where}: {exc}") from None
+                    runs.append(Run(f"{config_name}/seed{seed}", config_name, config))
+    return runs

@@ -1,0 +1,94 @@
+"""Per-model metric JSON files -> the tidy table (one row per run and metric) and its summary."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from scipy import stats
+
+from vaestudy.utils import UserError, atomic_write_text
+
+ID_COLUMNS = ["run", "config", "dataset", "arena", "family", "sigma", "reduction", "floor", "seed"]
+FACT_METRICS = ("epochs", "train_seconds", "eval_seconds", "peak_memory_mb_train")
+
+
+def run_rows(result: dict[str, Any], run: str) -> list[dict[str, Any]]:
+    """The tidy rows of one evaluated run."""
+    cfg = result["config"]
+    params = cfg.get("params", {})
+    ident = {
+        "run": run,
+        "config": run.rsplit("/", 1)[0],
+        "dataset": cfg["dataset"],
+        "arena": cfg["arena"],
+        "family": cfg["family"],
+        "sigma": params.get("sigma"),
+        "reduction": params.get("reduction"),
+        "floor": params.get("floor"),
+        "seed": cfg["seed"],
+    }
+    shared = {
+        "status": result["status"],
+        "diverged_epoch": result.get("diverged_epoch"),
+        "normalised": result.get("normalised"),
+        "device": result.get("device"),
+    }
+    values = dict(result["metrics"])
+    values.update({k: result.get(k) for k in FACT_METRICS})
+    return [
+        {**ident, "metric": name, "value": (math.nan if value is None else float(value)), **shared}
+        for name, value in values.items()
+    ]
+
+
+def collect(paths: list[str | Path], results_root: str | Path) -> pd.DataFrame:
+    """Read metrics.json files named results_root/runs/<run>/metrics.json into one tidy frame."""
+    rows = []
+    root = Path(results_root) / "runs"
+    for path in map(Path, paths):
+        try:
+            result = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"cannot read metrics file {path}: {exc}") from None
+        try:
+            run = str(path.parent.relative_to(root))
+        except ValueError:
+            run = str(path.parent)
+        rows.extend(run_rows(result, run))
+    if not rows:
+        raise UserError("no metrics files given")
+    return pd.DataFrame(rows)
+
+
+def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Mean, standard deviation and 95% t-interval over the seeds of each configuration and metric.
+
+    Only runs with status ok enter the statistics; n_diverged counts the others.
+    """
+    keys = ["config", "dataset", "arena", "family", "sigma", "reduction", "floor", "metric"]
+    rows = []
+    for key, group in metrics.groupby(keys, dropna=False, sort=False):
+        ok = group[group.status == "ok"]["value"].dropna()
+        n = len(ok)
+        mean = float(ok.mean()) if n else math.nan
+        std = float(ok.std(ddof=1)) if n > 1 else math.nan
+        half = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else math.nan
+        rows.append({
+            **dict(zip(keys, key, strict=True)),
+            "mean": mean, "std": std, "ci95_low": mean - half, "ci95_high": mean + half,
+            "n": n, "n_diverged": int((group.status != "ok").sum()),
+            "normalised": bool(group["normalised"].iloc[0]),
+        })
+    return pd.DataFrame(rows)
+
+
+def write_tables(paths: list[str | Path], results_root: str | Path, metrics_csv: str | Path,
+                 summary_csv: str | Path) -> pd.DataFrame:
+    metrics = collect(paths, results_root)
+    atomic_write_text(metrics_csv, metrics.to_csv(index=False))
+    atomic_write_text(summary_csv, summarise(metrics).to_csv(index=False))
+    return metrics
