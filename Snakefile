@@ -33,4 +33,6 @@ include: "workflow/rules/aggregate.smk"
 rule all:
     input:
         rules.collect.output,
+        # every model's metrics too, so that deleting a model's folder rebuilds that model alone
+        rules.collect.input,
     default_target: True

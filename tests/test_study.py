@@ -45,26 +45,37 @@ def _with(arenas=None, **top):
     return study
 
 
-@pytest.mark.parametrize("study,message", [
-    (_with({"continuous": [{"family": "gaussian_magic"}]}),
-     "arenas.continuous[0].family: unknown likelihood family 'gaussian_magic'"),
-    (_with({"continuous": [{"family": "gaussian_fixed", "sigma": [0.1, 0]}]}),
-     "arenas.continuous[0]: family gaussian_fixed: sigma must be > 0"),
-    (_with({"continuous": [{"family": "gaussian_fixed", "sigma": -1}]}), "sigma must be > 0"),
-    (_with({"binary": [{"family": "gaussian_fixed", "sigma": 0.1}]}),
-     "arenas.binary[0]: family gaussian_fixed has no meaning in the binary arena"),
-    (_with({"continuous": [{"family": "mse"}, {"family": "mse"}]}),
-     "arenas.continuous[1]: run continuous/mse is listed twice (also at arenas.continuous[0])"),
-    (_with({"continuous": [{"family": "gaussian_fixed", "sigma": [0.1, 0.1]}]}), "listed twice"),
-    (_with({"binary": [], "continuous": []}), "the grid is empty"),
-    (_with({"continuous": [{"family": "gaussian_shared", "floor": -0.5}]}), "floor must be >= 0"),
-    (_with({"continuous": [{"family": "bernoulli", "sigma": 0.1}]}), "has no parameter 'sigma'"),
-    (_with({"continuous": [{"sigma": 0.1}]}), "arenas.continuous[0]: each entry needs a 'family'"),
-    (_with({"continuous": [{"family": "gaussian_fixed", "sigma": []}]}), "the list of values is empty"),
-    (_with(seeds=[1, 1]), "seeds: a seed is listed twice"),
-    (_with(model={"latent": 0}), "latent must be >= 1"),
-    (_with(dataset="digits", model={"architecture": "conv"}), "conv needs 28x28 or 32x32"),
-])
+@pytest.mark.parametrize(
+    "study,message",
+    [
+        (
+            _with({"continuous": [{"family": "gaussian_magic"}]}),
+            "arenas.continuous[0].family: unknown likelihood family 'gaussian_magic'",
+        ),
+        (
+            _with({"continuous": [{"family": "gaussian_fixed", "sigma": [0.1, 0]}]}),
+            "arenas.continuous[0]: family gaussian_fixed: sigma must be > 0",
+        ),
+        (_with({"continuous": [{"family": "gaussian_fixed", "sigma": -1}]}), "sigma must be > 0"),
+        (
+            _with({"binary": [{"family": "gaussian_fixed", "sigma": 0.1}]}),
+            "arenas.binary[0]: family gaussian_fixed has no meaning in the binary arena",
+        ),
+        (
+            _with({"continuous": [{"family": "mse"}, {"family": "mse"}]}),
+            "arenas.continuous[1]: run continuous/mse is listed twice (also at arenas.continuous[0])",
+        ),
+        (_with({"continuous": [{"family": "gaussian_fixed", "sigma": [0.1, 0.1]}]}), "listed twice"),
+        (_with({"binary": [], "continuous": []}), "the grid is empty"),
+        (_with({"continuous": [{"family": "gaussian_shared", "floor": -0.5}]}), "floor must be >= 0"),
+        (_with({"continuous": [{"family": "bernoulli", "sigma": 0.1}]}), "has no parameter 'sigma'"),
+        (_with({"continuous": [{"sigma": 0.1}]}), "arenas.continuous[0]: each entry needs a 'family'"),
+        (_with({"continuous": [{"family": "gaussian_fixed", "sigma": []}]}), "the list of values is empty"),
+        (_with(seeds=[1, 1]), "seeds: a seed is listed twice"),
+        (_with(model={"latent": 0}), "latent must be >= 1"),
+        (_with(dataset="digits", model={"architecture": "conv"}), "conv needs 28x28 or 32x32"),
+    ],
+)
 def test_bad_studies_name_the_key_and_the_problem(study, message):
     with pytest.raises(UserError) as info:
         expand_study(study)

@@ -156,3 +156,42 @@ def test_gaussian_optimal_fixes_its_sigma_from_the_training_data(tmp_path):
     model.eval()
     residual = model.mean_squared_residual(data.train_fixed(), generator(torch.device("cpu"), 1, "final-fit"))
     assert model.likelihood.sigma() == pytest.approx(math.sqrt(residual), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "shape,family", [((1, 28, 28), "gaussian_heteroscedastic"), ((3, 32, 32), "gaussian_fixed")]
+)
+def test_the_conv_model_maps_28_and_32_pixel_images_to_their_decoder_outputs(shape, family):
+    from vaestudy.likelihoods import build_likelihood
+    from vaestudy.model import VAE, ModelConfig
+
+    d = shape[0] * shape[1] * shape[2]
+    lik = build_likelihood(family, d)
+    model = VAE(ModelConfig(shape=shape, latent=5, hidden=[64], activation="relu", architecture="conv"), lik)
+    x = torch.rand(4, d)
+    mu, log_var = model.encode(x)
+    assert mu.shape == log_var.shape == (4, 5)
+    assert model.decode(torch.randn(7, 4, 5)).shape == (7, 4, lik.outputs_per_pixel * d)
+    terms = model(x, torch.Generator().manual_seed(0))
+    assert all(t.shape == (4,) and torch.isfinite(t).all() for t in terms.values())
+
+
+def test_the_conv_model_trains_on_mnist_files(tmp_path):
+    from conftest import write_mnist
+
+    write_mnist(tmp_path / "data", n_train=80, n_test=20)
+    config = RunConfig(
+        dataset="mnist",
+        data_root=str(tmp_path / "data"),
+        architecture="conv",
+        hidden=[32],
+        latent=4,
+        epochs=2,
+        batch_size=16,
+        device="cpu",
+        family="gaussian_optimal",
+    )
+    assert train(config, tmp_path / "run", progress=False)["status"] == "ok"
+    result = evaluate(tmp_path / "run", tmp_path / "m.json", k=10, device="cpu", elbo_samples=2)
+    assert result["num_pixels"] == 784 and result["levels"] == 256 and result["test_images"] == 20
+    assert math.isfinite(result["metrics"]["calibrated_bpd"])

@@ -19,7 +19,9 @@ SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 TIMING = {"train_seconds", "eval_seconds", "peak_memory_mb_train"}
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 1800) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, *args: str, check: bool = True, timeout: int = 1800
+) -> subprocess.CompletedProcess:
     """Run the repository's workflow in workdir (which holds config.yaml and the results)."""
     cmd = [SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=workdir)
@@ -68,7 +70,14 @@ def test_dry_run_of_the_default_study_lists_every_job(tmp_path):
     proc = snakemake(make_workdir(tmp_path), "-n")
     counts = planned_jobs(proc)
     runs = 15 * 3  # 14 continuous configurations and 1 binary, 3 seeds each
-    assert counts == {"prepare_data": 1, "train": runs, "evaluate": runs, "collect": 1, "all": 1, "total": 2 * runs + 3}
+    assert counts == {
+        "prepare_data": 1,
+        "train": runs,
+        "evaluate": runs,
+        "collect": 1,
+        "all": 1,
+        "total": 2 * runs + 3,
+    }
 
 
 @pytest.mark.parametrize("study", ["mnist", "fashion_mnist", "cifar10"])
@@ -81,15 +90,21 @@ def test_dry_run_of_every_published_study(tmp_path, study):
     assert f"results/{study}/runs/continuous/gaussian_fixed-s0.01/seed1/model.pt" in proc.stdout
 
 
-@pytest.mark.parametrize("overrides,message", [
-    ({"arenas": {"continuous": [{"family": "gaussian_magic"}]}}, "unknown likelihood family 'gaussian_magic'"),
-    ({"arenas": {"continuous": [{"family": "gaussian_fixed", "sigma": [0.1, -1]}]}}, "sigma must be > 0"),
-    ({"arenas": {"binary": [{"family": "mse"}]}}, "has no meaning in the binary arena"),
-    ({"arenas": {"continuous": [{"family": "mse"}, {"family": "mse"}]}}, "listed twice"),
-    ({"train": {"epochs": 0}}, "epochs"),
-    ({"trian": {"epochs": 3}}, "trian"),
-    ({"dataset": "svhn"}, "svhn"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (
+            {"arenas": {"continuous": [{"family": "gaussian_magic"}]}},
+            "unknown likelihood family 'gaussian_magic'",
+        ),
+        ({"arenas": {"continuous": [{"family": "gaussian_fixed", "sigma": [0.1, -1]}]}}, "sigma must be > 0"),
+        ({"arenas": {"binary": [{"family": "mse"}]}}, "has no meaning in the binary arena"),
+        ({"arenas": {"continuous": [{"family": "mse"}, {"family": "mse"}]}}, "listed twice"),
+        ({"train": {"epochs": 0}}, "epochs"),
+        ({"trian": {"epochs": 3}}, "trian"),
+        ({"dataset": "svhn"}, "svhn"),
+    ],
+)
 def test_a_bad_config_stops_before_any_job_and_names_the_problem(tmp_path, overrides, message):
     workdir = make_workdir(tmp_path, **overrides)
     proc = snakemake(workdir, "--cores", "1", check=False)
@@ -110,15 +125,36 @@ def test_the_default_study_end_to_end(tmp_path):
     summary = pd.read_csv(workdir / "results" / "tables" / "summary.csv")
 
     # every configuration and seed is present
-    expected = {"continuous/" + c for c in (
-        "bernoulli", "continuous_bernoulli", "gaussian_shared-f0.001", "gaussian_pixel-f0.001",
-        "gaussian_heteroscedastic-f0.001", "gaussian_heteroscedastic-f0", "gaussian_optimal-f0.001",
-        "mse-sum", "mse-mean")} | {f"continuous/gaussian_fixed-s{s}" for s in ("0.01", "0.03", "0.1", "0.3", "1")}
+    expected = {
+        "continuous/" + c
+        for c in (
+            "bernoulli",
+            "continuous_bernoulli",
+            "gaussian_shared-f0.001",
+            "gaussian_pixel-f0.001",
+            "gaussian_heteroscedastic-f0.001",
+            "gaussian_heteroscedastic-f0",
+            "gaussian_optimal-f0.001",
+            "mse-sum",
+            "mse-mean",
+        )
+    } | {f"continuous/gaussian_fixed-s{s}" for s in ("0.01", "0.03", "0.1", "0.3", "1")}
     expected |= {"binary/bernoulli"}
     assert set(metrics.config) == expected
     assert metrics.groupby("config").seed.nunique().eq(3).all()
     assert set(summary.config) == expected
-    for column in ("run", "dataset", "arena", "family", "sigma", "reduction", "seed", "metric", "value", "status"):
+    for column in (
+        "run",
+        "dataset",
+        "arena",
+        "family",
+        "sigma",
+        "reduction",
+        "seed",
+        "metric",
+        "value",
+        "status",
+    ):
         assert column in metrics.columns
 
     wide = metrics.pivot_table(index="run", columns="metric", values="value")
@@ -133,28 +169,41 @@ def test_the_default_study_end_to_end(tmp_path):
     again = snakemake(workdir, "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
 
-    # deleting one model's outputs reruns that model and what depends on it, nothing else
-    run = workdir / "results" / "runs" / "continuous" / "gaussian_fixed-s0.1" / "seed2"
-    (run / "model.pt").unlink()
+    # deleting one model's outputs (its folder) reruns that model and what depends on it, nothing else
+    shutil.rmtree(workdir / "results" / "runs" / "continuous" / "gaussian_fixed-s0.1" / "seed2")
     counts = planned_jobs(snakemake(workdir, "-n"))
     assert counts == {"train": 1, "evaluate": 1, "collect": 1, "all": 1, "total": 4}
 
 
 @pytest.mark.pipeline
-@pytest.mark.skipif(not os.environ.get("VAESTUDY_TEST_SLURM") and shutil.which("sinfo") is None,
-                    reason="no Slurm here (.ci/run starts a one-node cluster with .ci/slurm-up)")
+@pytest.mark.skipif(
+    not os.environ.get("VAESTUDY_TEST_SLURM") and shutil.which("sinfo") is None,
+    reason="no Slurm here (.ci/run starts a one-node cluster with .ci/slurm-up)",
+)
 def test_the_slurm_profile_runs_the_study_through_sbatch(tmp_path):
     shrunk = dict(
-        seeds=[1, 2], train={"epochs": 5}, evaluate={"k": 50, "elbo_samples": 2},
-        arenas={"binary": [{"family": "bernoulli"}],
-                "continuous": [{"family": "gaussian_fixed", "sigma": [0.1, 1.0]}, {"family": "gaussian_optimal"}]},
+        seeds=[1, 2],
+        train={"epochs": 5},
+        evaluate={"k": 50, "elbo_samples": 2},
+        arenas={
+            "binary": [{"family": "bernoulli"}],
+            "continuous": [{"family": "gaussian_fixed", "sigma": [0.1, 1.0]}, {"family": "gaussian_optimal"}],
+        },
     )
     local = make_workdir(tmp_path / "local", **shrunk)
     slurm = make_workdir(tmp_path / "slurm", **shrunk)
     snakemake(local, "--cores", "2")
-    proc = snakemake(slurm, "--profile", str(ROOT / "workflow" / "profiles" / "slurm"),
-                     "--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "2",
-                     "--latency-wait", "5")
+    proc = snakemake(
+        slurm,
+        "--profile",
+        str(ROOT / "workflow" / "profiles" / "slurm"),
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+        "--seconds-between-status-checks",
+        "2",
+        "--latency-wait",
+        "5",
+    )
     log = proc.stdout + proc.stderr
     submitted = log.count("SLURM jobid") + log.count("SLURM run ID")
     assert submitted >= 1 + 8 + 8 + 1, log[-3000:]

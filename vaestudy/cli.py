@@ -127,12 +127,20 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
 
     levels = load_levels(args.dataset, args.data_root, args.download)
     splits = make_splits(levels, args.data_seed, args.val_fraction, args.test_fraction)
-    facts = {"dataset": args.dataset, "levels": levels.levels, "shape": list(levels.shape),
-             "train": len(splits.train), "val": len(splits.val), "test": len(splits.test),
-             "data_seed": args.data_seed}
+    facts = {
+        "dataset": args.dataset,
+        "levels": levels.levels,
+        "shape": list(levels.shape),
+        "train": len(splits.train),
+        "val": len(splits.val),
+        "test": len(splits.test),
+        "data_seed": args.data_seed,
+    }
     atomic_write_json(args.out, facts)
-    print(f"{args.dataset}: {facts['train']} train, {facts['val']} validation, {facts['test']} test images, "
-          f"{facts['levels']} levels, shape {tuple(facts['shape'])}")
+    print(
+        f"{args.dataset}: {facts['train']} train, {facts['val']} validation, {facts['test']} test images, "
+        f"{facts['levels']} levels, shape {tuple(facts['shape'])}"
+    )
 
 
 def _cmd_collect(args: argparse.Namespace) -> None:

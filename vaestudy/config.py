@@ -9,12 +9,10 @@ from typing import Any
 
 import yaml
 
-from vaestudy.data import ARENAS, DATASETS
+from vaestudy.data import ARENAS, check_dataset
 from vaestudy.likelihoods import build_likelihood, family_parameters, get_family
 from vaestudy.model import ACTIVATIONS, ARCHITECTURES
 from vaestudy.utils import UserError, require
-
-IMAGE_SIDE = {"digits": 8, "mnist": 28, "fashion_mnist": 28, "cifar10": 32}
 
 
 @dataclass
@@ -86,7 +84,7 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         """Check every value; raise UserError naming the first bad setting."""
-        require(self.dataset in DATASETS, f"unknown data set {self.dataset!r} (known: {', '.join(DATASETS)})")
+        side = check_dataset(self.dataset).side
         require(self.arena in ARENAS, f"unknown arena {self.arena!r} (known: {', '.join(ARENAS)})")
         family = get_family(self.family)
         require(
@@ -106,9 +104,8 @@ class RunConfig:
         )
         if self.architecture == "conv":
             require(
-                IMAGE_SIDE[self.dataset] in (28, 32),
-                f"architecture conv needs 28x28 or 32x32 images; {self.dataset} is "
-                f"{IMAGE_SIDE[self.dataset]}x{IMAGE_SIDE[self.dataset]} (use mlp)",
+                side in (28, 32),
+                f"architecture conv needs 28x28 or 32x32 images; {self.dataset} is {side}x{side} (use mlp)",
             )
         require(self.latent >= 1, f"latent must be >= 1, got {self.latent}")
         require(all(h >= 1 for h in self.hidden), f"hidden sizes must be >= 1, got {self.hidden}")

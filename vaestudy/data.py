@@ -9,7 +9,7 @@ levels into model inputs in [0, 1]:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +18,6 @@ import torch
 from vaestudy.utils import UserError, generator, require
 
 ARENAS = ("binary", "continuous")
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
 
 
 @dataclass
@@ -70,10 +69,31 @@ def _torchvision(name: str, root: str | None, download: bool) -> Levels:
     return Levels(train=as_tensor(train), test=as_tensor(test), levels=256)
 
 
+@dataclass(frozen=True)
+class DataSet:
+    """A data set the study knows: how to load it, and the side of its square images."""
+
+    load: Callable[[str | None, bool], Levels]  # (root, download) -> Levels
+    side: int
+
+
+# To add a data set: one loader returning Levels, one entry here.
+DATASETS: dict[str, DataSet] = {
+    "digits": DataSet(lambda root, download: _digits(), 8),
+    "mnist": DataSet(lambda root, download: _torchvision("mnist", root, download), 28),
+    "fashion_mnist": DataSet(lambda root, download: _torchvision("fashion_mnist", root, download), 28),
+    "cifar10": DataSet(lambda root, download: _torchvision("cifar10", root, download), 32),
+}
+
+
+def check_dataset(name: str) -> DataSet:
+    require(name in DATASETS, f"unknown data set {name!r} (known: {', '.join(DATASETS)})")
+    return DATASETS[name]
+
+
 def load_levels(name: str, root: str | None = None, download: bool = False) -> Levels:
     """Load a data set by name; torchvision sets read from root and download only when asked."""
-    require(name in DATASETS, f"unknown data set {name!r} (known: {', '.join(DATASETS)})")
-    return _digits() if name == "digits" else _torchvision(name, root, download)
+    return check_dataset(name).load(root, download)
 
 
 @dataclass

@@ -67,12 +67,14 @@ def _entry_grid(arena: str, index: int, entry: Any) -> list[tuple[str, dict[str,
     family = entry["family"]
     require(isinstance(family, str), f"{where}.family: must be a name, got {family!r}")
     try:
-        get_family(family)
+        cls = get_family(family)
     except UserError as exc:
         raise UserError(f"{where}.family: {exc}") from None
-    cls = get_family(family)
-    require(arena in cls.arenas,
-            f"{where}: family {family} has no meaning in the {arena} arena (it belongs to: {', '.join(cls.arenas)})")
+    belongs = ", ".join(cls.arenas)
+    require(
+        arena in cls.arenas,
+        f"{where}: family {family} has no meaning in the {arena} arena (it belongs to: {belongs})",
+    )
     params = {k: v for k, v in entry.items() if k != "family"}
     keys = list(params)
     values = [v if isinstance(v, list) else [v] for v in params.values()]
@@ -92,27 +94,43 @@ def expand_study(study: dict[str, Any]) -> list[Run]:
     require(isinstance(seeds, list) and len(seeds) > 0, "seeds: give at least one seed")
     require(len(set(seeds)) == len(seeds), f"seeds: a seed is listed twice in {seeds}")
     arenas = study.get("arenas") or {}
-    require(any(arenas.values()), "arenas: the grid is empty (list families under arenas.binary or arenas.continuous)")
+    require(
+        any(arenas.values()),
+        "arenas: the grid is empty (list families under arenas.binary or arenas.continuous)",
+    )
     model, train = study.get("model", {}), study.get("train", {})
     runs: list[Run] = []
     seen: dict[str, str] = {}
     for arena, entries in arenas.items():
-        require(arena in ("binary", "continuous"), f"arenas.{arena}: unknown arena (known: binary, continuous)")
+        require(
+            arena in ("binary", "continuous"), f"arenas.{arena}: unknown arena (known: binary, continuous)"
+        )
         for index, entry in enumerate(entries or []):
             for label, params in _entry_grid(arena, index, entry):
                 config_name = f"{arena}/{label}"
                 where = f"arenas.{arena}[{index}]"
-                require(config_name not in seen,
-                        f"{where}: run {config_name} is listed twice (also at {seen.get(config_name)})")
-                require(all(NAME_PART.match(p) for p in config_name.split("/")),
-                        f"{where}: run name {config_name!r} has characters outside [A-Za-z0-9_.-]")
+                require(
+                    config_name not in seen,
+                    f"{where}: run {config_name} is listed twice (also at {seen.get(config_name)})",
+                )
+                require(
+                    all(NAME_PART.match(p) for p in config_name.split("/")),
+                    f"{where}: run name {config_name!r} has characters outside [A-Za-z0-9_.-]",
+                )
                 seen[config_name] = where
                 for seed in seeds:
                     values = {
-                        "dataset": study.get("dataset", "digits"), "arena": arena, "family": entry["family"],
-                        "params": params, "data_root": study.get("data_root"),
-                        "download": study.get("download", False), "data_seed": study.get("data_seed", 0),
-                        "seed": seed, "device": study.get("device", "auto"), **model, **train,
+                        "dataset": study.get("dataset", "digits"),
+                        "arena": arena,
+                        "family": entry["family"],
+                        "params": params,
+                        "data_root": study.get("data_root"),
+                        "download": study.get("download", False),
+                        "data_seed": study.get("data_seed", 0),
+                        "seed": seed,
+                        "device": study.get("device", "auto"),
+                        **model,
+                        **train,
                     }
                     try:
                         config = RunConfig.from_dict(values, source="config").validate()

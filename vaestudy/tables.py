@@ -77,17 +77,24 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
         mean = float(ok.mean()) if n else math.nan
         std = float(ok.std(ddof=1)) if n > 1 else math.nan
         half = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else math.nan
-        rows.append({
-            **dict(zip(keys, key, strict=True)),
-            "mean": mean, "std": std, "ci95_low": mean - half, "ci95_high": mean + half,
-            "n": n, "n_diverged": int((group.status != "ok").sum()),
-            "normalised": bool(group["normalised"].iloc[0]),
-        })
+        rows.append(
+            {
+                **dict(zip(keys, key, strict=True)),
+                "mean": mean,
+                "std": std,
+                "ci95_low": mean - half,
+                "ci95_high": mean + half,
+                "n": n,
+                "n_diverged": int((group.status != "ok").sum()),
+                "normalised": bool(group["normalised"].iloc[0]),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def write_tables(paths: list[str | Path], results_root: str | Path, metrics_csv: str | Path,
-                 summary_csv: str | Path) -> pd.DataFrame:
+def write_tables(
+    paths: list[str | Path], results_root: str | Path, metrics_csv: str | Path, summary_csv: str | Path
+) -> pd.DataFrame:
     metrics = collect(paths, results_root)
     atomic_write_text(metrics_csv, metrics.to_csv(index=False))
     atomic_write_text(summary_csv, summarise(metrics).to_csv(index=False))
