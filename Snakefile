@@ -1,5 +1,6 @@
 # vaestudy: what p(x|z) should a VAE decoder be?
-# config.yaml -> schema check -> grid of runs -> prepare data -> train -> evaluate -> collect tables.
+# config.yaml -> schema check -> grid of runs -> prepare data -> train -> evaluate -> sample quality
+# -> collect tables.
 import sys
 
 from snakemake.utils import min_version, validate
@@ -27,12 +28,14 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/quality.smk"
 include: "workflow/rules/aggregate.smk"
 
 
 rule all:
     input:
         rules.collect.output,
-        # every model's metrics too, so that deleting a model's folder rebuilds that model alone
-        rules.collect.input,
+        # every model's outputs too, so that deleting a model's folder rebuilds that model alone
+        rules.collect.input.metrics,
+        rules.collect.input.quality,
     default_target: True

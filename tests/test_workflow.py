@@ -72,11 +72,14 @@ def test_dry_run_of_the_default_study_lists_every_job(tmp_path):
     runs = 15 * 3  # 14 continuous configurations and 1 binary, 3 seeds each
     assert counts == {
         "prepare_data": 1,
+        "feature_net": 1,
+        "anchors": 2,
         "train": runs,
         "evaluate": runs,
+        "quality": runs,
         "collect": 1,
         "all": 1,
-        "total": 2 * runs + 3,
+        "total": 3 * runs + 6,
     }
 
 
@@ -86,7 +89,7 @@ def test_dry_run_of_every_published_study(tmp_path, study):
     proc = snakemake(workdir, "-n", "--configfile", str(ROOT / "workflow" / "studies" / f"{study}.yaml"))
     counts = planned_jobs(proc)
     configs = 14 if study == "cifar10" else 15
-    assert counts["train"] == counts["evaluate"] == 3 * configs
+    assert counts["train"] == counts["evaluate"] == counts["quality"] == 3 * configs
     assert f"results/{study}/runs/continuous/gaussian_fixed-s0.01/seed1/model.pt" in proc.stdout
 
 
@@ -140,9 +143,21 @@ def test_the_default_study_end_to_end(tmp_path):
         )
     } | {f"continuous/gaussian_fixed-s{s}" for s in ("0.01", "0.03", "0.1", "0.3", "1")}
     expected |= {"binary/bernoulli"}
-    assert set(metrics.config) == expected
-    assert metrics.groupby("config").seed.nunique().eq(3).all()
-    assert set(summary.config) == expected
+    anchors = {f"{arena}/anchor-{kind}" for arena in ("binary", "continuous") for kind in ("test", "noise")}
+    assert set(metrics.config) == expected | anchors | {"feature_net"}
+    models = metrics[metrics.config.isin(expected)]
+    assert models.groupby("config").seed.nunique().eq(3).all()
+    assert set(summary.config) == expected | anchors | {"feature_net"}
+    # sample quality: the feature network's bound, the anchors, both kinds of sample for every model
+    accuracy = metrics.loc[metrics.metric == "feature_net_test_accuracy", "value"]
+    assert len(accuracy) == 1 and accuracy.iloc[0] >= 0.95
+    fid = metrics[(metrics.family == "anchor") & (metrics.metric == "fid")].set_index("config").value
+    assert (fid[[a for a in anchors if a.endswith("test")]] < 5).all()
+    assert (fid[[a for a in anchors if a.endswith("noise")]] > 50).all()
+    per_run = models.groupby("run").metric.apply(set)
+    assert per_run.apply(lambda m: {"fid_mean", "fid_draw", "precision_draw", "recall_mean"} <= m).all()
+    figures = list((workdir / "results" / "figures" / "samples").rglob("*.png"))
+    assert len(figures) == models.run.nunique()
     for column in (
         "run",
         "dataset",
@@ -157,8 +172,8 @@ def test_the_default_study_end_to_end(tmp_path):
     ):
         assert column in metrics.columns
 
-    wide = metrics.pivot_table(index="run", columns="metric", values="value")
-    ok = metrics.groupby("run").status.first().eq("ok")
+    wide = models.pivot_table(index="run", columns="metric", values="value")
+    ok = models.groupby("run").status.first().eq("ok")
     # IWAE >= ELBO up to Monte Carlo noise
     assert (wide.loc[ok, "ll_iwae"] >= wide.loc[ok, "elbo"] - 0.5).all()
     # the rate falls along the sigma sweep (means over seeds)
@@ -172,7 +187,7 @@ def test_the_default_study_end_to_end(tmp_path):
     # deleting one model's outputs (its folder) reruns that model and what depends on it, nothing else
     shutil.rmtree(workdir / "results" / "runs" / "continuous" / "gaussian_fixed-s0.1" / "seed2")
     counts = planned_jobs(snakemake(workdir, "-n"))
-    assert counts == {"train": 1, "evaluate": 1, "collect": 1, "all": 1, "total": 4}
+    assert counts == {"train": 1, "evaluate": 1, "quality": 1, "collect": 1, "all": 1, "total": 5}
 
 
 def slurm_answers() -> bool:
@@ -218,7 +233,7 @@ def test_the_slurm_profile_runs_the_study_through_sbatch(tmp_path):
     )
     log = proc.stdout + proc.stderr
     submitted = log.count("SLURM jobid") + log.count("SLURM run ID")
-    assert submitted >= 1 + 8 + 8 + 1, log[-3000:]
+    assert submitted >= 1 + 1 + 2 + 3 * 8 + 1, log[-3000:]  # data, feature net, anchors, 8 runs x 3, collect
     a, b = _read(local), _read(slurm)
     a, b = (t[~t.metric.isin(TIMING)].drop(columns="device").reset_index(drop=True) for t in (a, b))
     pd.testing.assert_frame_equal(a, b)

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from vaestudy.config import RunConfig
-from vaestudy.utils import UserError
+from vaestudy.utils import UserError, require
 
 
 class _Parser(argparse.ArgumentParser):
@@ -146,7 +146,8 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
 def _cmd_collect(args: argparse.Namespace) -> None:
     from vaestudy.tables import write_tables
 
-    metrics = write_tables(args.metrics, args.results, args.metrics_csv, args.summary_csv)
+    metrics = write_tables(args.metrics, args.results, args.metrics_csv, args.summary_csv, args.anchors,
+                           args.feature_facts)
     print(f"{metrics['run'].nunique()} runs, {len(metrics)} rows -> {args.metrics_csv}, {args.summary_csv}")
 
 
@@ -161,6 +162,98 @@ def _cmd_study(args: argparse.Namespace) -> None:
         raise UserError(f"{args.config}: YAML syntax error: {exc}") from None
     for run in expand_study(study):
         print(run.name)
+
+
+def _add_data_arguments(p: argparse.ArgumentParser, arena: bool = True) -> None:
+    p.add_argument("--dataset", default="digits", help="data set (default digits)")
+    if arena:
+        p.add_argument("--arena", default="continuous", help="binary or continuous (default continuous)")
+    p.add_argument("--data-root", default=None, help="folder of the torchvision data sets")
+    p.add_argument("--download", action="store_true", help="let torchvision download a missing data set")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the splits (default 0)")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--threads", type=_positive_int("threads"), default=None, help="CPU threads for torch")
+
+
+def _data_from_args(args: argparse.Namespace, arena: str):
+    from vaestudy.data import arena_data
+    from vaestudy.utils import resolve_device
+
+    require(0 < args.val_fraction < 1, f"val fraction must be in (0, 1), got {args.val_fraction}")
+    require(0 < args.test_fraction < 1, f"test fraction must be in (0, 1), got {args.test_fraction}")
+    return arena_data(
+        args.dataset,
+        arena,
+        resolve_device(args.device),
+        args.data_root,
+        args.download,
+        args.data_seed,
+        args.val_fraction,
+        args.test_fraction,
+    )
+
+
+def _cmd_feature_net(args: argparse.Namespace) -> None:
+    from vaestudy.quality import save_feature_net, train_feature_net
+    from vaestudy.utils import atomic_write_json
+
+    data = _data_from_args(args, "continuous")
+    net, facts = train_feature_net(data, epochs=args.epochs, seed=args.seed)
+    facts["dataset"] = args.dataset
+    save_feature_net(net, facts, args.out)
+    atomic_write_json(args.facts, facts)
+    print(f"feature network for {args.dataset}: test accuracy {facts['test_accuracy']:.4f} -> {args.out}")
+
+
+def _cmd_anchors(args: argparse.Namespace) -> None:
+    from vaestudy.quality import anchors, load_feature_net
+    from vaestudy.utils import atomic_write_json
+
+    data = _data_from_args(args, args.arena)
+    net = load_feature_net(args.feature_net, data.device)
+    result = anchors(net, data, args.samples, args.seed, args.k)
+    atomic_write_json(
+        args.out, {"dataset": args.dataset, "arena": args.arena, "anchors": result, "k": args.k}
+    )
+    print(f"anchors {args.arena}: " + ", ".join(f"fid_{k} {v['fid']:.3f}" for k, v in result.items()))
+
+
+def _cmd_quality(args: argparse.Namespace) -> None:
+    from vaestudy.quality import load_feature_net, sample_figure, score_model, write_quality
+    from vaestudy.train import load_trained
+    from vaestudy.utils import exact_float32
+
+    model, config, data, saved = load_trained(args.run, args.device)
+    net = load_feature_net(args.feature_net, data.device)
+    require(
+        tuple(net.shape) == tuple(data.shape),
+        f"{args.feature_net} is for images of shape {net.shape}, not {data.shape}",
+    )
+    seed = config.seed if args.seed is None else args.seed
+    with exact_float32():
+        result = score_model(model, net, data, args.samples, seed, args.k)
+    result.update(
+        {
+            "run": str(args.run),
+            "status": saved["status"],
+            "config": config.to_dict(),
+            "seed": seed,
+            "clipped_for_features": True,
+        }
+    )
+    if args.figure:
+        sample_figure(
+            result["kinds"],
+            data.test,
+            data.shape,
+            args.figure,
+            title=f"{config.arena} / {config.family} {config.params} / seed {config.seed}",
+        )
+    write_quality(result, args.out)
+    m = result["metrics"]
+    print(f"fid_mean {m['fid_mean']:.3f} fid_draw {m['fid_draw']:.3f} fid_recon {m['fid_recon']:.3f}")
 
 
 def _cmd_families(args: argparse.Namespace) -> None:
@@ -218,11 +311,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results", help="results folder (default results)")
     p.add_argument("--metrics-csv", required=True, type=Path)
     p.add_argument("--summary-csv", required=True, type=Path)
+    p.add_argument("--anchors", nargs="*", default=[], help="anchors JSON files of vaestudy anchors")
+    p.add_argument("--feature-facts", default=None, help="JSON of vaestudy feature-net (its accuracy)")
     p.set_defaults(func=_cmd_collect)
 
     p = sub.add_parser("study", help="list the runs of a study config (checks it)")
     p.add_argument("--config", default="config.yaml")
     p.set_defaults(func=_cmd_study)
+
+    p = sub.add_parser("feature-net", help="train the sample-quality feature network of a data set")
+    _add_data_arguments(p, arena=False)
+    p.add_argument("--epochs", type=_positive_int("epochs"), default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, type=Path, help="network file (.pt) to write")
+    p.add_argument("--facts", required=True, type=Path, help="JSON with its test accuracy")
+    p.set_defaults(func=_cmd_feature_net)
+
+    p = sub.add_parser("anchors", help="sample-quality anchors: test vs train images, and uniform noise")
+    _add_data_arguments(p)
+    p.add_argument("--feature-net", required=True, type=Path)
+    p.add_argument(
+        "--samples", type=_positive_int("samples"), default=None, help="default: the test set size"
+    )
+    p.add_argument("--k", type=_positive_int("k"), default=3, help="nearest neighbours of precision/recall")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=_cmd_anchors)
+
+    p = sub.add_parser(
+        "quality", help="sample quality of a trained run: FID, precision/recall, entropy, grids"
+    )
+    p.add_argument("--run", required=True, type=Path, help="folder written by vaestudy train")
+    p.add_argument("--feature-net", required=True, type=Path)
+    p.add_argument(
+        "--samples", type=_positive_int("samples"), default=None, help="default: the test set size"
+    )
+    p.add_argument("--k", type=_positive_int("k"), default=3, help="nearest neighbours of precision/recall")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (default: the run's seed)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=_positive_int("threads"), default=None, help="CPU threads for torch")
+    p.add_argument("--out", required=True, type=Path, help="quality JSON file to write")
+    p.add_argument(
+        "--figure", type=Path, default=None, help="PNG of test images, reconstructions, means, draws"
+    )
+    p.set_defaults(func=_cmd_quality)
 
     p = sub.add_parser("families", help="list the decoder likelihood families")
     p.set_defaults(func=_cmd_families)

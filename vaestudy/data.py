@@ -27,6 +27,8 @@ class Levels:
     train: torch.Tensor
     test: torch.Tensor | None  # None where the data set has no official test split
     levels: int
+    train_labels: torch.Tensor  # int64 class labels (for the sample-quality feature network)
+    test_labels: torch.Tensor | None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -36,8 +38,10 @@ class Levels:
 def _digits() -> Levels:
     from sklearn.datasets import load_digits
 
-    images = torch.from_numpy(load_digits().images).round().to(torch.uint8)  # values 0..16
-    return Levels(train=images.unsqueeze(1), test=None, levels=17)
+    digits = load_digits()
+    images = torch.from_numpy(digits.images).round().to(torch.uint8)  # values 0..16
+    labels = torch.from_numpy(digits.target).long()
+    return Levels(train=images.unsqueeze(1), test=None, levels=17, train_labels=labels, test_labels=None)
 
 
 def _torchvision(name: str, root: str | None, download: bool) -> Levels:
@@ -66,7 +70,13 @@ def _torchvision(name: str, root: str | None, download: bool) -> Levels:
             return data.unsqueeze(1).to(torch.uint8)
         return data.permute(0, 3, 1, 2).contiguous().to(torch.uint8)  # CIFAR (N, H, W, C)
 
-    return Levels(train=as_tensor(train), test=as_tensor(test), levels=256)
+    return Levels(
+        train=as_tensor(train),
+        test=as_tensor(test),
+        levels=256,
+        train_labels=torch.as_tensor(train.targets).long(),
+        test_labels=torch.as_tensor(test.targets).long(),
+    )
 
 
 @dataclass(frozen=True)
@@ -98,13 +108,16 @@ def load_levels(name: str, root: str | None = None, download: bool = False) -> L
 
 @dataclass
 class Splits:
-    """Seeded train / validation / test splits, each (N, D) uint8 levels."""
+    """Seeded train / validation / test splits, each (N, D) uint8 levels, with their labels."""
 
     train: torch.Tensor
     val: torch.Tensor
     test: torch.Tensor
     levels: int
     shape: tuple[int, int, int]
+    train_labels: torch.Tensor
+    val_labels: torch.Tensor
+    test_labels: torch.Tensor
 
 
 def make_splits(
@@ -125,17 +138,28 @@ def make_splits(
     perm = torch.randperm(len(flat), generator=g)
     if data.test is None:
         n_test = int(round(test_fraction * len(flat)))
-        test, rest = flat[perm[:n_test]], flat[perm[n_test:]]
+        test, test_labels = flat[perm[:n_test]], data.train_labels[perm[:n_test]]
+        perm = perm[n_test:]
     else:
-        test, rest = data.test.flatten(1), flat[perm]
-    n_val = max(1, int(round(val_fraction * len(rest))))
-    val, train = rest[:n_val], rest[n_val:]
+        assert data.test_labels is not None
+        test, test_labels = data.test.flatten(1), data.test_labels
+    n_val = max(1, int(round(val_fraction * len(perm))))
+    val_idx, train_idx = perm[:n_val], perm[n_val:]
     if max_train is not None:
-        train = train[:max_train]
+        train_idx = train_idx[:max_train]
     if max_test is not None:
-        test = test[:max_test]
-    require(len(train) > 0 and len(test) > 0, "a data split is empty: check the split sizes")
-    return Splits(train=train, val=val, test=test, levels=data.levels, shape=data.shape)
+        test, test_labels = test[:max_test], test_labels[:max_test]
+    require(len(train_idx) > 0 and len(test) > 0, "a data split is empty: check the split sizes")
+    return Splits(
+        train=flat[train_idx],
+        val=flat[val_idx],
+        test=test,
+        levels=data.levels,
+        shape=data.shape,
+        train_labels=data.train_labels[train_idx],
+        val_labels=data.train_labels[val_idx],
+        test_labels=test_labels,
+    )
 
 
 class ArenaData:
@@ -149,6 +173,8 @@ class ArenaData:
         self.num_pixels = math.prod(splits.shape)
         self.device = device
         self.train_levels = splits.train.to(device)
+        self.train_labels = splits.train_labels.to(device)
+        self.test_labels = splits.test_labels.to(device)
         # One fixed seeded draw per evaluation split, the same for every model of the study.
         self.val = self.transform(splits.val.to(device), generator(device, data_seed, arena, "val"))
         self.test = self.transform(splits.test.to(device), generator(device, data_seed, arena, "test"))
@@ -174,3 +200,21 @@ class ArenaData:
         perm = torch.randperm(n, generator=g, device=self.device)
         for start in range(0, n, batch_size):
             yield self.transform(self.train_levels[perm[start : start + batch_size]], g)
+
+
+def arena_data(
+    dataset: str,
+    arena: str,
+    device: torch.device,
+    data_root: str | None = None,
+    download: bool = False,
+    data_seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    max_train: int | None = None,
+    max_test: int | None = None,
+) -> ArenaData:
+    """Load, split and place a data set in one arena (the same splits for every model of a study)."""
+    levels = load_levels(dataset, data_root, download)
+    splits = make_splits(levels, data_seed, val_fraction, test_fraction, max_train, max_test)
+    return ArenaData(splits, arena, device, data_seed)

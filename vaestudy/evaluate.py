@@ -18,19 +18,15 @@ from typing import Any
 import torch
 from torch.distributions import Independent, Normal
 
-from vaestudy.config import RunConfig
 from vaestudy.likelihoods import Calibrated, Likelihood
 from vaestudy.model import VAE, kl_standard_normal
-from vaestudy.train import FACTS, MODEL, build_model, load_data
+from vaestudy.train import FACTS, load_trained
 from vaestudy.utils import (
-    UserError,
     atomic_write_json,
     device_name,
     exact_float32,
     generator,
     require,
-    resolve_device,
-    torch_load,
     versions,
 )
 
@@ -162,25 +158,8 @@ def evaluate(
     require(k >= 1, f"K must be >= 1, got {k}")
     require(elbo_samples >= 1, f"elbo samples must be >= 1, got {elbo_samples}")
     require(max_elements >= 1, f"max elements must be >= 1, got {max_elements}")
-    run_dir = Path(run_dir)
-    saved = torch_load(run_dir / MODEL, "model file")
-    require(
-        isinstance(saved, dict) and "config" in saved and "model" in saved,
-        f"{run_dir / MODEL} is not a vaestudy model file",
-    )
-    config = RunConfig.from_dict(saved["config"], source=str(run_dir / MODEL))
-    config.device = device
-    config.validate()
-    dev = resolve_device(device)
-    data = load_data(config, dev)
-    model = build_model(config, data)
-    try:
-        model.load_state_dict(saved["model"])
-    except RuntimeError as exc:
-        raise UserError(
-            f"{run_dir / MODEL} does not fit its own configuration: {str(exc).splitlines()[0]}"
-        ) from None
-    model.eval()
+    model, config, data, saved = load_trained(run_dir, device)
+    run_dir, dev = Path(run_dir), data.device
     seed = config.seed if seed is None else seed
     started = time.perf_counter()
     likelihood = model.likelihood

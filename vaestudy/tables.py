@@ -45,15 +45,36 @@ def run_rows(result: dict[str, Any], run: str) -> list[dict[str, Any]]:
     ]
 
 
-def collect(paths: list[str | Path], results_root: str | Path) -> pd.DataFrame:
-    """Read metrics.json files named results_root/runs/<run>/metrics.json into one tidy frame."""
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read {what} {path}: {exc}") from None
+
+
+def anchor_rows(anchors: dict[str, Any]) -> list[dict[str, Any]]:
+    """Sample-quality anchors (test vs train images, uniform noise) as rows of family 'anchor'."""
+    rows = []
+    for kind, metrics in anchors["anchors"].items():
+        name = f"{anchors['arena']}/anchor-{kind}"
+        ident = {"run": name, "config": name, "dataset": anchors["dataset"], "arena": anchors["arena"],
+                 "family": "anchor", "sigma": None, "reduction": None, "floor": None, "seed": None}
+        rows += [{**ident, "metric": m, "value": float(v), "status": "ok", "diverged_epoch": None,
+                  "normalised": None, "device": None} for m, v in metrics.items()]
+    return rows
+
+
+def collect(paths: list[str | Path], results_root: str | Path, anchors: list[str | Path] = (),
+            feature_facts: str | Path | None = None) -> pd.DataFrame:
+    """Read results_root/runs/<run>/metrics.json files (and quality.json beside each, where present),
+    the anchors and the feature network's accuracy into one tidy frame."""
     rows = []
     root = Path(results_root) / "runs"
     for path in map(Path, paths):
-        try:
-            result = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UserError(f"cannot read metrics file {path}: {exc}") from None
+        result = _read_json(path, "metrics file")
+        quality = path.parent / "quality.json"
+        if quality.is_file():
+            result["metrics"] = {**result["metrics"], **_read_json(quality, "quality file")["metrics"]}
         try:
             run = str(path.parent.relative_to(root))
         except ValueError:
@@ -61,6 +82,14 @@ def collect(paths: list[str | Path], results_root: str | Path) -> pd.DataFrame:
         rows.extend(run_rows(result, run))
     if not rows:
         raise UserError("no metrics files given")
+    for path in map(Path, anchors):
+        rows.extend(anchor_rows(_read_json(path, "anchors file")))
+    if feature_facts is not None:
+        facts = _read_json(Path(feature_facts), "feature network facts")
+        rows.append({"run": "feature_net", "config": "feature_net", "dataset": facts.get("dataset"), "arena": None,
+                     "family": "feature_net", "sigma": None, "reduction": None, "floor": None, "seed": None,
+                     "metric": "feature_net_test_accuracy", "value": float(facts["test_accuracy"]),
+                     "status": "ok", "diverged_epoch": None, "normalised": None, "device": None})
     return pd.DataFrame(rows)
 
 
@@ -86,7 +115,7 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
                 "ci95_high": mean + half,
                 "n": n,
                 "n_diverged": int((group.status != "ok").sum()),
-                "normalised": bool(group["normalised"].iloc[0]),
+                "normalised": group["normalised"].iloc[0],
             }
         )
     return pd.DataFrame(rows)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from vaestudy.config import RunConfig
-from vaestudy.data import ArenaData, load_levels, make_splits
+from vaestudy.data import ArenaData, arena_data
 from vaestudy.likelihoods import build_likelihood
 from vaestudy.model import VAE, ModelConfig
 from vaestudy.utils import (
@@ -46,11 +46,18 @@ HISTORY_COLUMNS = ("epoch", "loss", "rate", "distortion", "sigma", "val_elbo", "
 
 def load_data(config: RunConfig, device: torch.device) -> ArenaData:
     """The run's data set in its arena, on the device (the same splits for every model)."""
-    levels = load_levels(config.dataset, config.data_root, config.download)
-    splits = make_splits(
-        levels, config.data_seed, config.val_fraction, config.test_fraction, config.max_train, config.max_test
+    return arena_data(
+        config.dataset,
+        config.arena,
+        device,
+        config.data_root,
+        config.download,
+        config.data_seed,
+        config.val_fraction,
+        config.test_fraction,
+        config.max_train,
+        config.max_test,
     )
-    return ArenaData(splits, config.arena, device, config.data_seed)
 
 
 def build_model(config: RunConfig, data: ArenaData) -> VAE:
@@ -263,3 +270,27 @@ def train(config: RunConfig, out: str | Path, progress: bool | None = None) -> d
     )
     atomic_write_json(out / FACTS, facts)
     return facts
+
+
+def load_trained(
+    run_dir: str | Path, device: str = "auto"
+) -> tuple[VAE, RunConfig, ArenaData, dict[str, Any]]:
+    """The model trained in run_dir (its model.pt), its config and its data, in eval mode on device."""
+    run_dir = Path(run_dir)
+    saved = torch_load(run_dir / MODEL, "model file")
+    require(
+        isinstance(saved, dict) and "config" in saved and "model" in saved,
+        f"{run_dir / MODEL} is not a vaestudy model file",
+    )
+    config = RunConfig.from_dict(saved["config"], source=str(run_dir / MODEL))
+    config.device = device
+    config.validate()
+    data = load_data(config, resolve_device(device))
+    model = build_model(config, data)
+    try:
+        model.load_state_dict(saved["model"])
+    except RuntimeError as exc:
+        raise UserError(
+            f"{run_dir / MODEL} does not fit its own configuration: {str(exc).splitlines()[0]}"
+        ) from None
+    return model.eval(), config, data, saved

@@ -1,7 +1,10 @@
-# Every model's metrics -> results/tables/metrics.csv (tidy) and summary.csv (over seeds).
+# Every model's metrics and sample quality -> results/tables/metrics.csv (tidy) and summary.csv.
 rule collect:
     input:
-        expand(f"{RESULTS}/runs/{{run}}/metrics.json", run=RUN_NAMES),
+        metrics=expand(f"{RESULTS}/runs/{{run}}/metrics.json", run=RUN_NAMES),
+        quality=expand(f"{RESULTS}/runs/{{run}}/quality.json", run=RUN_NAMES),
+        anchors=expand(f"{RESULTS}/quality/anchors/{{arena}}.json", arena=ARENAS),
+        feature=rules.feature_net.output.facts,
     output:
         metrics=f"{RESULTS}/tables/metrics.csv",
         summary=f"{RESULTS}/tables/summary.csv",
@@ -15,5 +18,6 @@ rule collect:
         mem_mb=2000,
         runtime=30,
     shell:
-        "vaestudy collect {input:q} --results {params.results:q} "
-        "--metrics-csv {output.metrics:q} --summary-csv {output.summary:q} > {log:q} 2>&1"
+        "vaestudy collect {input.metrics:q} --anchors {input.anchors:q} --feature-facts {input.feature:q} "
+        "--results {params.results:q} --metrics-csv {output.metrics:q} --summary-csv {output.summary:q} "
+        "> {log:q} 2>&1"

@@ -15,11 +15,13 @@ except UserError as error:
 
 RESULTS = config["results"]
 RUN_NAMES = list(RUNS)
+ARENAS = sorted({run.config.arena for run in RUNS.values()})
 
 
 wildcard_constraints:
     run="|".join(re.escape(name) for name in RUN_NAMES),
     dataset=re.escape(config["dataset"]),
+    arena="|".join(ARENAS),
 
 
 def run_args(wildcards) -> str:
@@ -42,3 +44,18 @@ def run_args(wildcards) -> str:
 
 def rule_resources(rule_name: str, key: str):
     return config["resources"][rule_name][key]
+
+
+def data_flags() -> str:
+    """The data set's flags for the vaestudy commands that build it (shell-quoted)."""
+    flags = ["--dataset", config["dataset"], "--data-seed", str(config["data_seed"]),
+             "--val-fraction", str(config["train"]["val_fraction"]),
+             "--test-fraction", str(config["train"]["test_fraction"]), "--device", config["device"]]
+    if config["data_root"]:
+        flags += ["--data-root", config["data_root"]]
+    return shlex.join(flags)
+
+
+def samples_flag() -> str:
+    samples = config["quality"]["samples"]
+    return f"--samples {int(samples)}" if samples else ""

@@ -1,0 +1,131 @@
+"""Sample quality: FID against closed forms, precision/recall on sets with known answers, the feature
+network's accuracy, and true draws with the moments their family states."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.integrate
+import torch
+
+from vaestudy.config import RunConfig
+from vaestudy.data import arena_data
+from vaestudy.likelihoods import build_likelihood
+from vaestudy.quality import (
+    anchors,
+    draw,
+    fid,
+    frechet_distance,
+    precision_recall,
+    score_model,
+    train_feature_net,
+)
+from vaestudy.train import load_trained, train
+
+CPU = torch.device("cpu")
+
+
+def test_fid_of_a_set_with_itself_is_zero():
+    x = torch.randn(500, 6, generator=torch.Generator().manual_seed(0))
+    assert fid(x, x) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_fid_grows_with_a_shift_by_its_squared_length():
+    x = torch.randn(2000, 5, generator=torch.Generator().manual_seed(1)) @ torch.randn(5, 5)
+    shift = torch.tensor([0.5, -1.0, 2.0, 0.0, 0.25])
+    # same sample covariance, means apart by `shift`: FID = |shift|^2 exactly
+    assert fid(x, x + shift) == pytest.approx(float(shift.pow(2).sum()), rel=1e-6)
+
+
+def test_frechet_distance_of_diagonal_gaussians_matches_the_closed_form():
+    rng = np.random.default_rng(0)
+    mu1, mu2 = rng.normal(size=4), rng.normal(size=4)
+    s1, s2 = rng.uniform(0.1, 3, size=4), rng.uniform(0.1, 3, size=4)
+    expected = ((mu1 - mu2) ** 2).sum() + (s1 + s2 - 2 * np.sqrt(s1 * s2)).sum()
+    assert frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(expected, rel=1e-9)
+
+
+def _points(xs):
+    return torch.tensor([[float(x), 0.0] for x in xs])
+
+
+def test_precision_and_recall_on_sets_with_known_answers():
+    real = _points(range(10))  # 3rd-neighbour radii: 3 at the ends, 2 inside
+    fake = _points([0, 1, 2, 3, 4, 100, 101, 102, 103, 104])
+    precision, recall = precision_recall(real, fake, k=3)
+    assert precision == pytest.approx(0.5)  # the five fakes near 100 lie outside every real ball
+    assert recall == pytest.approx(0.8)  # fake balls reach 7 (around 4, radius 3): reals 0..7
+    assert precision_recall(real, real, k=3) == (1.0, 1.0)
+
+
+@pytest.fixture(scope="module")
+def digits_net():
+    data = arena_data("digits", "continuous", CPU)
+    net, facts = train_feature_net(data, epochs=30, seed=0)
+    return net, facts, data
+
+
+def test_the_feature_network_reaches_95_percent_on_digits(digits_net):
+    _, facts, _ = digits_net
+    assert facts["test_accuracy"] >= 0.95
+
+
+def test_anchors_test_images_near_zero_and_noise_far(digits_net):
+    net, _, data = digits_net
+    result = anchors(net, data, None, seed=0)
+    assert result["test"]["fid"] < 5 < 50 < result["noise"]["fid"]
+    assert result["test"]["precision"] > 0.8 and result["noise"]["precision"] < 0.1
+
+
+@pytest.mark.parametrize(
+    "family,params,outputs",
+    [
+        ("bernoulli", {}, 1),
+        ("continuous_bernoulli", {}, 1),
+        ("gaussian_fixed", {"sigma": 0.2}, 1),
+        ("gaussian_heteroscedastic", {"floor": 0.01}, 2),
+        ("mse", {"reduction": "sum"}, 1),
+        ("gaussian_optimal", {}, 1),
+    ],
+)
+def test_a_draw_has_the_mean_and_variance_of_its_family(family, params, outputs):
+    d, n = 4, 40_000
+    lik = build_likelihood(family, d, params).eval()
+    o = torch.tensor([-2.0, -0.3, 0.0, 1.5] + ([-3.0, -1.0, 0.0, 0.5] if outputs == 2 else []))
+    dist = lik.distribution(o.expand(n, -1))
+    x = draw(dist, seed=3, device=CPU)
+    one = lik.distribution(o)
+    mean, var = one.mean, one.variance
+    # independent references for the stated moments
+    if family == "bernoulli":
+        p = torch.sigmoid(o)
+        torch.testing.assert_close(var, p * (1 - p))
+    elif family == "continuous_bernoulli":
+        for i, lam in enumerate(torch.sigmoid(o).double().tolist()):  # mean of lam^x (1-lam)^(1-x) on [0,1]
+            mass, _ = scipy.integrate.quad(lambda v, lam=lam: lam**v * (1 - lam) ** (1 - v), 0, 1)
+            first, _ = scipy.integrate.quad(lambda v, lam=lam: v * lam**v * (1 - lam) ** (1 - v), 0, 1)
+            assert float(mean[i]) == pytest.approx(first / mass, abs=1e-5)
+    else:
+        sigma = {"gaussian_fixed": 0.2, "mse": math.sqrt(0.5), "gaussian_optimal": 1.0}.get(family)
+        if sigma is None:  # heteroscedastic: floor + exp(log var / 2)
+            sigma = 0.01 + torch.exp(0.5 * o[d:])
+        torch.testing.assert_close(var, torch.as_tensor(sigma, dtype=torch.float32).pow(2).expand(d))
+    torch.testing.assert_close(x.mean(0), mean, atol=5 * float(var.max().sqrt()) / math.sqrt(n), rtol=0)
+    torch.testing.assert_close(x.var(0), var, rtol=0.05, atol=1e-4)
+    # seeded: the same draw again
+    assert torch.equal(draw(dist, seed=3, device=CPU), x)
+
+
+def test_every_model_gets_both_kinds_of_score(tmp_path, digits_net):
+    net, _, _ = digits_net
+    config = RunConfig(
+        family="gaussian_fixed", params={"sigma": 0.1}, epochs=3, hidden=[32], latent=4, device="cpu"
+    )
+    train(config, tmp_path / "run", progress=False)
+    model, _, data, _ = load_trained(tmp_path / "run", "cpu")
+    result = score_model(model, net, data, 100, seed=1)
+    for kind in ("mean", "draw", "recon"):
+        for name in ("fid", "precision", "recall", "entropy"):
+            assert math.isfinite(result["metrics"][f"{name}_{kind}"])
+    assert result["samples"] == 100
+    assert result["kinds"]["draw"].shape == result["kinds"]["mean"].shape == (100, 64)

@@ -1,0 +1,77 @@
+# Sample quality: a feature network trained on the data set's own training split (no downloaded
+# weights), the anchors of each arena, and FID / precision / recall / entropy of every model.
+
+
+rule feature_net:
+    input:
+        data=f"{RESULTS}/data/{config['dataset']}.json",
+    output:
+        net=f"{RESULTS}/quality/feature_net.pt",
+        facts=f"{RESULTS}/quality/feature_net.json",
+    log:
+        f"{RESULTS}/logs/feature_net.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/feature_net.tsv"
+    params:
+        data=data_flags(),
+        epochs=config["quality"]["feature_epochs"],
+        seed=config["quality"]["feature_seed"],
+    threads: 1
+    resources:
+        mem_mb=rule_resources("quality", "mem_mb"),
+        runtime=rule_resources("quality", "runtime"),
+        gpu=rule_resources("quality", "gpu"),
+    shell:
+        "vaestudy feature-net {params.data} --epochs {params.epochs} --seed {params.seed} "
+        "--threads {threads} --out {output.net:q} --facts {output.facts:q} > {log:q} 2>&1"
+
+
+rule anchors:
+    input:
+        net=rules.feature_net.output.net,
+    output:
+        f"{RESULTS}/quality/anchors/{{arena}}.json",
+    log:
+        f"{RESULTS}/logs/anchors/{{arena}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/anchors/{{arena}}.tsv"
+    params:
+        data=data_flags(),
+        samples=samples_flag(),
+        k=config["quality"]["k"],
+        seed=config["quality"]["feature_seed"],
+    threads: 1
+    resources:
+        mem_mb=rule_resources("quality", "mem_mb"),
+        runtime=rule_resources("quality", "runtime"),
+        gpu=rule_resources("quality", "gpu"),
+    shell:
+        "vaestudy anchors {params.data} --arena {wildcards.arena} --feature-net {input.net:q} "
+        "{params.samples} --k {params.k} --seed {params.seed} --threads {threads} --out {output:q} > {log:q} 2>&1"
+
+
+rule quality:
+    input:
+        model=f"{RESULTS}/runs/{{run}}/model.pt",
+        net=rules.feature_net.output.net,
+    output:
+        scores=f"{RESULTS}/runs/{{run}}/quality.json",
+        figure=f"{RESULTS}/figures/samples/{{run}}.png",
+    log:
+        f"{RESULTS}/logs/quality/{{run}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/quality/{{run}}.tsv"
+    params:
+        run=lambda wildcards, input: os.path.dirname(input.model),
+        samples=samples_flag(),
+        k=config["quality"]["k"],
+        device=config["device"],
+    threads: 1
+    resources:
+        mem_mb=rule_resources("quality", "mem_mb"),
+        runtime=rule_resources("quality", "runtime"),
+        gpu=rule_resources("quality", "gpu"),
+    shell:
+        "vaestudy quality --run {params.run:q} --feature-net {input.net:q} {params.samples} --k {params.k} "
+        "--device {params.device} --threads {threads} --out {output.scores:q} --figure {output.figure:q} "
+        "> {log:q} 2>&1"
