@@ -1,6 +1,6 @@
 # vaestudy: what p(x|z) should a VAE decoder be?
 # config.yaml -> schema check -> grid of runs -> prepare data -> train -> evaluate -> sample quality
-# -> collect tables.
+# -> collect tables -> figures and report texts (snakemake --report results/report.html).
 import sys
 
 from snakemake.utils import min_version, validate
@@ -30,11 +30,17 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/quality.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/report.smk"
+
+
+report: "workflow/report/workflow.rst"
 
 
 rule all:
     input:
         rules.collect.output,
+        rules.figures.output,
+        rules.report_text.output,
         # every model's outputs too, so that deleting a model's folder rebuilds that model alone
         rules.collect.input.metrics,
         rules.collect.input.quality,

@@ -158,6 +158,15 @@ def test_the_default_study_end_to_end(tmp_path):
     assert per_run.apply(lambda m: {"fid_mean", "fid_draw", "precision_draw", "recall_mean"} <= m).all()
     figures = list((workdir / "results" / "figures" / "samples").rglob("*.png"))
     assert len(figures) == models.run.nunique()
+
+    # the report: figures and answers from this run, then the HTML report with every figure in it
+    report_md = (workdir / "results" / "report.md").read_text()
+    assert all(f"## Q{i}." in report_md for i in range(1, 6))
+    snakemake(workdir, "--report", "results/report.html")
+    html = (workdir / "results" / "report.html").read_text()
+    for figure in (workdir / "results" / "figures").glob("*.png"):
+        assert figure.name in html, figure.name
+    assert "sample grids" in html and "The five questions, answered by this run" in html
     for column in (
         "run",
         "dataset",

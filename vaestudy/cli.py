@@ -146,8 +146,15 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
 def _cmd_collect(args: argparse.Namespace) -> None:
     from vaestudy.tables import write_tables
 
-    metrics = write_tables(args.metrics, args.results, args.metrics_csv, args.summary_csv, args.anchors,
-                           args.feature_facts)
+    metrics = write_tables(
+        args.metrics,
+        args.results,
+        args.metrics_csv,
+        args.summary_csv,
+        args.anchors,
+        args.feature_facts,
+        args.history_csv,
+    )
     print(f"{metrics['run'].nunique()} runs, {len(metrics)} rows -> {args.metrics_csv}, {args.summary_csv}")
 
 
@@ -256,6 +263,43 @@ def _cmd_quality(args: argparse.Namespace) -> None:
     print(f"fid_mean {m['fid_mean']:.3f} fid_draw {m['fid_draw']:.3f} fid_recon {m['fid_recon']:.3f}")
 
 
+def _cmd_figures(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from vaestudy.figures import all_figures
+
+    def read(path):
+        try:
+            return pd.read_csv(path)
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise UserError(f"cannot read table {path}: {exc}") from None
+
+    history = read(args.history) if args.history else pd.DataFrame()
+    paths = all_figures(read(args.summary), read(args.metrics), history, args.out_dir)
+    print(f"{len(paths)} figure files -> {args.out_dir}")
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from vaestudy.report import write_report
+
+    config_text = (
+        args.config_text
+        if args.config_text is not None
+        else (Path(args.config).read_text() if args.config else "")
+    )
+    written = write_report(
+        args.summary, args.metrics, args.results, config_text, samples_dir=args.samples_dir
+    )
+    print(f"report texts -> {written['front']}, {written['report_md']}")
+
+
+def _cmd_reference(args: argparse.Namespace) -> None:
+    from vaestudy.report import copy_reference
+
+    copied = copy_reference(args.results, args.out)
+    print(f"{len(copied)} files -> {args.out}")
+
+
 def _cmd_families(args: argparse.Namespace) -> None:
     from vaestudy.likelihoods import REGISTRY, family_parameters
 
@@ -313,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary-csv", required=True, type=Path)
     p.add_argument("--anchors", nargs="*", default=[], help="anchors JSON files of vaestudy anchors")
     p.add_argument("--feature-facts", default=None, help="JSON of vaestudy feature-net (its accuracy)")
+    p.add_argument("--history-csv", type=Path, default=None, help="also write the training histories, tidy")
     p.set_defaults(func=_cmd_collect)
 
     p = sub.add_parser("study", help="list the runs of a study config (checks it)")
@@ -355,6 +400,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--figure", type=Path, default=None, help="PNG of test images, reconstructions, means, draws"
     )
     p.set_defaults(func=_cmd_quality)
+
+    p = sub.add_parser("figures", help="the study's seaborn figures from the tidy tables")
+    p.add_argument("--summary", required=True, type=Path)
+    p.add_argument("--metrics", required=True, type=Path)
+    p.add_argument("--history", type=Path, default=None, help="tidy training histories")
+    p.add_argument("--out-dir", required=True, type=Path)
+    p.set_defaults(func=_cmd_figures)
+
+    p = sub.add_parser("report", help="the answers from this run's numbers, tables and report.md")
+    p.add_argument("--summary", required=True, type=Path)
+    p.add_argument("--metrics", required=True, type=Path)
+    p.add_argument("--results", required=True, type=Path, help="results folder (report texts go below it)")
+    p.add_argument("--config", type=Path, default=None, help="the study config to show in the report")
+    p.add_argument("--config-text", default=None, help="the study config as text (instead of --config)")
+    p.add_argument("--samples-dir", type=Path, default=None, help="folder of the sample grids")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("reference", help="copy the Markdown report and its figures to a folder kept in git")
+    p.add_argument("--results", default="results", type=Path)
+    p.add_argument("--out", default=Path("results/reference"), type=Path)
+    p.set_defaults(func=_cmd_reference)
 
     p = sub.add_parser("families", help="list the decoder likelihood families")
     p.set_defaults(func=_cmd_families)

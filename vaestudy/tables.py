@@ -13,7 +13,7 @@ from scipy import stats
 from vaestudy.utils import UserError, atomic_write_text
 
 ID_COLUMNS = ["run", "config", "dataset", "arena", "family", "sigma", "reduction", "floor", "seed"]
-FACT_METRICS = ("epochs", "train_seconds", "eval_seconds", "peak_memory_mb_train")
+FACT_METRICS = ("epochs", "train_seconds", "eval_seconds", "peak_memory_mb_train", "num_pixels", "levels")
 
 
 def run_rows(result: dict[str, Any], run: str) -> list[dict[str, Any]]:
@@ -57,15 +57,38 @@ def anchor_rows(anchors: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for kind, metrics in anchors["anchors"].items():
         name = f"{anchors['arena']}/anchor-{kind}"
-        ident = {"run": name, "config": name, "dataset": anchors["dataset"], "arena": anchors["arena"],
-                 "family": "anchor", "sigma": None, "reduction": None, "floor": None, "seed": None}
-        rows += [{**ident, "metric": m, "value": float(v), "status": "ok", "diverged_epoch": None,
-                  "normalised": None, "device": None} for m, v in metrics.items()]
+        ident = {
+            "run": name,
+            "config": name,
+            "dataset": anchors["dataset"],
+            "arena": anchors["arena"],
+            "family": "anchor",
+            "sigma": None,
+            "reduction": None,
+            "floor": None,
+            "seed": None,
+        }
+        rows += [
+            {
+                **ident,
+                "metric": m,
+                "value": float(v),
+                "status": "ok",
+                "diverged_epoch": None,
+                "normalised": None,
+                "device": None,
+            }
+            for m, v in metrics.items()
+        ]
     return rows
 
 
-def collect(paths: list[str | Path], results_root: str | Path, anchors: list[str | Path] = (),
-            feature_facts: str | Path | None = None) -> pd.DataFrame:
+def collect(
+    paths: list[str | Path],
+    results_root: str | Path,
+    anchors: list[str | Path] = (),
+    feature_facts: str | Path | None = None,
+) -> pd.DataFrame:
     """Read results_root/runs/<run>/metrics.json files (and quality.json beside each, where present),
     the anchors and the feature network's accuracy into one tidy frame."""
     rows = []
@@ -86,10 +109,25 @@ def collect(paths: list[str | Path], results_root: str | Path, anchors: list[str
         rows.extend(anchor_rows(_read_json(path, "anchors file")))
     if feature_facts is not None:
         facts = _read_json(Path(feature_facts), "feature network facts")
-        rows.append({"run": "feature_net", "config": "feature_net", "dataset": facts.get("dataset"), "arena": None,
-                     "family": "feature_net", "sigma": None, "reduction": None, "floor": None, "seed": None,
-                     "metric": "feature_net_test_accuracy", "value": float(facts["test_accuracy"]),
-                     "status": "ok", "diverged_epoch": None, "normalised": None, "device": None})
+        rows.append(
+            {
+                "run": "feature_net",
+                "config": "feature_net",
+                "dataset": facts.get("dataset"),
+                "arena": None,
+                "family": "feature_net",
+                "sigma": None,
+                "reduction": None,
+                "floor": None,
+                "seed": None,
+                "metric": "feature_net_test_accuracy",
+                "value": float(facts["test_accuracy"]),
+                "status": "ok",
+                "diverged_epoch": None,
+                "normalised": None,
+                "device": None,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -121,10 +159,39 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def collect_history(paths: list[str | Path], results_root: str | Path) -> pd.DataFrame:
+    """The training histories (history.csv beside each metrics.json) as one tidy frame."""
+    frames = []
+    root = Path(results_root) / "runs"
+    for path in map(Path, paths):
+        history = path.parent / "history.csv"
+        if not history.is_file():
+            continue
+        try:
+            run = str(path.parent.relative_to(root))
+        except ValueError:
+            run = str(path.parent)
+        config, seed = run.rsplit("/", 1)
+        frame = pd.read_csv(history)
+        frames.append(
+            frame.assign(run=run, config=config, arena=run.split("/")[0], seed=int(seed.removeprefix("seed")))
+        )
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def write_tables(
-    paths: list[str | Path], results_root: str | Path, metrics_csv: str | Path, summary_csv: str | Path
+    paths: list[str | Path],
+    results_root: str | Path,
+    metrics_csv: str | Path,
+    summary_csv: str | Path,
+    anchors: list[str | Path] = (),
+    feature_facts: str | Path | None = None,
+    history_csv: str | Path | None = None,
 ) -> pd.DataFrame:
-    metrics = collect(paths, results_root)
+    """metrics.csv (tidy), summary.csv (over seeds) and, if asked, history.csv (training curves)."""
+    metrics = collect(paths, results_root, anchors, feature_facts)
     atomic_write_text(metrics_csv, metrics.to_csv(index=False))
     atomic_write_text(summary_csv, summarise(metrics).to_csv(index=False))
+    if history_csv is not None:
+        atomic_write_text(history_csv, collect_history(paths, results_root).to_csv(index=False))
     return metrics

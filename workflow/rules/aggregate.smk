@@ -8,6 +8,7 @@ rule collect:
     output:
         metrics=f"{RESULTS}/tables/metrics.csv",
         summary=f"{RESULTS}/tables/summary.csv",
+        history=f"{RESULTS}/tables/history.csv",
     log:
         f"{RESULTS}/logs/collect.log",
     benchmark:
@@ -20,4 +21,5 @@ rule collect:
     shell:
         "vaestudy collect {input.metrics:q} --anchors {input.anchors:q} --feature-facts {input.feature:q} "
         "--results {params.results:q} --metrics-csv {output.metrics:q} --summary-csv {output.summary:q} "
+        "--history-csv {output.history:q} "
         "> {log:q} 2>&1"

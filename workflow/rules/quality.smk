@@ -56,7 +56,8 @@ rule quality:
         net=rules.feature_net.output.net,
     output:
         scores=f"{RESULTS}/runs/{{run}}/quality.json",
-        figure=f"{RESULTS}/figures/samples/{{run}}.png",
+        figure=report(f"{RESULTS}/figures/samples/{{run}}.png", caption="../report/samples.rst",
+                      category="Q5. What is a sample?", subcategory="sample grids", labels={"model": "{run}"}),
     log:
         f"{RESULTS}/logs/quality/{{run}}.log",
     benchmark:

@@ -1,0 +1,213 @@
+"""Figures, tables and the report texts build from a small synthetic metrics table (with a diverged
+run and a missing metric) and contain what they must."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from docutils.core import publish_parts
+
+from vaestudy.figures import FIGURES, all_figures
+from vaestudy.report import answers, arena_table, f, write_report
+from vaestudy.tables import summarise
+
+CONFIGS = {  # config -> (family, sigma param, reduction, learned/implied sigma or None, normalised)
+    "continuous/gaussian_fixed-s0.01": ("gaussian_fixed", 0.01, None, 0.01, True),
+    "continuous/gaussian_fixed-s0.1": ("gaussian_fixed", 0.1, None, 0.1, True),
+    "continuous/gaussian_fixed-s1": ("gaussian_fixed", 1.0, None, 1.0, True),
+    "continuous/gaussian_shared-f0.001": ("gaussian_shared", None, None, 0.12, True),
+    "continuous/gaussian_optimal-f0.001": ("gaussian_optimal", None, None, 0.11, True),
+    "continuous/gaussian_heteroscedastic-f0": ("gaussian_heteroscedastic", None, None, None, True),
+    "continuous/mse-sum": ("mse", None, "sum", math.sqrt(0.5), True),
+    "continuous/mse-mean": ("mse", None, "mean", math.sqrt(32), True),
+    "continuous/bernoulli": ("bernoulli", None, None, None, False),
+    "continuous/continuous_bernoulli": ("continuous_bernoulli", None, None, None, True),
+    "binary/bernoulli": ("bernoulli", None, None, None, True),
+}
+
+
+def synthetic_metrics() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for config, (family, sigma, reduction, own_sigma, normalised) in CONFIGS.items():
+        arena = config.split("/")[0]
+        for seed in (1, 2, 3):
+            s = own_sigma or 0.2
+            status = "diverged" if family == "gaussian_heteroscedastic" and seed == 2 else "ok"
+            rate = 30 / (1 + 10 * s) + rng.normal(0, 0.3)
+            values = {
+                "rate": rate,
+                "distortion": 50 * s,
+                "elbo": -(rate + 50 * s),
+                "loss": rate + 50 * s - 3,
+                "mse": 0.01 + 0.05 * s,
+                "ll_iwae": -(rate + 50 * s) + 2,
+                "ll_iwae_k1": -(rate + 50 * s),
+                "ll_iwae_k10": -(rate + 50 * s) + 1.5,
+                "bpd": 3 + s,
+                "active_units": max(0, 8 - 8 * s),
+                "fid_mean": 10 + 20 * s,
+                "fid_draw": 12 + 40 * s,
+                "fid_recon": 3 + s,
+                "precision_draw": 0.5,
+                "recall_draw": 0.4,
+                "num_pixels": 64,
+                "levels": 17,
+            }
+            if own_sigma is not None:
+                values["sigma"] = own_sigma
+            if arena == "continuous":
+                values.update(
+                    {
+                        "calibrated_bpd": 3.5 + 0.2 * s,
+                        "calibrated_elbo": -1 - s,
+                        "calibrated_ll_iwae_k1": -1 - s,
+                        "calibrated_ll_iwae_k10": -0.5 - s,
+                        "calibrated_sigma": 0.15,
+                    }
+                )
+            if config == "continuous/continuous_bernoulli":
+                del values["fid_draw"]  # a missing metric
+            for metric, value in values.items():
+                rows.append(
+                    {
+                        "run": f"{config}/seed{seed}",
+                        "config": config,
+                        "dataset": "digits",
+                        "arena": arena,
+                        "family": family,
+                        "sigma": sigma,
+                        "reduction": reduction,
+                        "floor": None,
+                        "seed": seed,
+                        "metric": metric,
+                        "value": value,
+                        "status": status,
+                        "diverged_epoch": 7 if status == "diverged" else None,
+                        "normalised": normalised,
+                        "device": "cpu (test)",
+                    }
+                )
+    for arena in ("continuous", "binary"):
+        for kind, fid in (("test", 1.5), ("noise", 90.0)):
+            rows.append(
+                {
+                    "run": f"{arena}/anchor-{kind}",
+                    "config": f"{arena}/anchor-{kind}",
+                    "dataset": "digits",
+                    "arena": arena,
+                    "family": "anchor",
+                    "metric": "fid",
+                    "value": fid,
+                    "status": "ok",
+                    "normalised": None,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def synthetic_history() -> pd.DataFrame:
+    rows = []
+    for config in CONFIGS:
+        for seed in (1, 2):
+            for epoch in range(1, 6):
+                rows.append(
+                    {
+                        "epoch": epoch,
+                        "loss": 100 / epoch,
+                        "rate": epoch,
+                        "distortion": 100 / epoch - epoch,
+                        "sigma": 0.1 if "fixed" in config else None,
+                        "val_elbo": -100 / epoch,
+                        "seconds": 0.1,
+                        "run": f"{config}/seed{seed}",
+                        "config": config,
+                        "arena": config.split("/")[0],
+                        "seed": seed,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    metrics = synthetic_metrics()
+    summary = summarise(metrics)
+    (out / "tables").mkdir()
+    metrics.to_csv(out / "tables" / "metrics.csv", index=False)
+    summary.to_csv(out / "tables" / "summary.csv", index=False)
+    paths = all_figures(summary, metrics, synthetic_history(), out / "figures")
+    written = write_report(
+        out / "tables" / "summary.csv", out / "tables" / "metrics.csv", out, "seeds: [1, 2, 3]\n"
+    )
+    return out, paths, written, summary
+
+
+def test_every_figure_is_written_as_png_and_svg(built):
+    out, paths, _, _ = built
+    for name in FIGURES:
+        for ext in ("png", "svg"):
+            path = out / "figures" / f"{name}.{ext}"
+            assert path in paths and path.stat().st_size > 5000, path
+
+
+def test_the_sigma_sweep_names_every_family_and_its_axes(built):
+    out, _, _, _ = built
+    svg = (out / "figures" / "sigma_sweep.svg").read_text()
+    for config in CONFIGS:
+        if config.startswith("continuous/") and "gaussian_fixed" not in config:
+            assert config.split("/", 1)[1] in svg, config
+    assert "sigma of gaussian_fixed" in svg and "active units" in svg and "calibrated bits/dim" in svg
+
+
+def test_the_diverged_run_is_left_out_of_the_statistics_and_counted(built):
+    *_, summary = built
+    row = summary[
+        (summary.config == "continuous/gaussian_heteroscedastic-f0") & (summary.metric == "rate")
+    ].iloc[0]
+    assert row.n == 2 and row.n_diverged == 1
+
+
+def test_tables_sort_by_calibrated_bpd_and_mark_unnormalised_numbers(built):
+    *_, summary = built
+    table = arena_table(summary, "continuous")
+    bpd = [float(v.split(" ")[0]) for v in table.calibrated_bpd]
+    assert bpd == sorted(bpd)
+    bce = table[table.model == "bernoulli"].iloc[0]
+    assert bce.bpd.endswith("*") and bce.elbo.endswith("*") and not bce.calibrated_bpd.endswith("*")
+    assert "±" in table.rate.iloc[0]
+    assert table[table.model == "gaussian_heteroscedastic-f0"].diverged.iloc[0] == 1
+
+
+def test_the_front_page_answers_all_five_questions_from_the_numbers(built):
+    out, _, written, summary = built
+    text = written["front"].read_text()
+    for i in range(1, 6):
+        assert f"**Q{i}." in text
+    ans = {a.key: a for a in answers(summary)}
+    # Q1: the constant between the MSE loss and the implied Gaussian's -ELBO is stated with its value
+    assert "continuous/mse-sum" in " ".join(ans["q1"].evidence)
+    # Q2: the sweep's end points come from the table
+    rate = summary[summary.metric == "rate"].set_index("config")["mean"]
+    low, high = f(rate["continuous/gaussian_fixed-s0.01"]), f(rate["continuous/gaussian_fixed-s1"])
+    assert f"From sigma 0.01 to 1 the rate falls from {low} to {high} nats" in ans["q2"].short
+    # Q3: the divergence of the floor-0 heteroscedastic run is reported
+    assert "gaussian_heteroscedastic-f0" in ans["q3"].short
+    parts = publish_parts(text, writer="html", settings_overrides={"halt_level": 2, "report_level": 5})
+    assert "Q5." in parts["body"]
+
+
+def test_the_markdown_report_has_every_question_figure_and_table(built):
+    out, _, written, _ = built
+    md = written["report_md"].read_text()
+    for i in range(1, 6):
+        assert f"## Q{i}." in md
+    for name in ("sigma_sweep", "rate_distortion", "sample_quality", "bpd_by_model", "training_loss"):
+        assert f"(figures/{name}.png)" in md
+        assert (out / "figures" / f"{name}.png").exists()
+    assert "## Every model, continuous arena" in md and "## Every model, binary arena" in md
+    assert (out / "tables" / "summary.md").read_text().count("|") > 50
+    for name in FIGURES:
+        assert (out / "report" / "conclusions" / f"{name}.rst").exists()

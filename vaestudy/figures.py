@@ -1,0 +1,279 @@
+"""Seaborn figures of the study, one figure a file (PNG and SVG), from the tidy tables.
+
+Every function takes the tables as DataFrames and a path stem, and writes `<stem>.png` and
+`<stem>.svg`. Missing metrics or families leave a panel empty with a note, never an error.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text in the SVG files
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+SWEEP = "gaussian_fixed"
+LABELS = {
+    "rate": "rate KL(q||p) [nats]",
+    "distortion": "distortion -E log p(x|z) [nats]",
+    "mse": "MSE of the decoder mean [per pixel]",
+    "active_units": "active units",
+    "calibrated_bpd": "calibrated bits/dim",
+    "bpd": "bits/dim (own likelihood)",
+    "fid_mean": "FID of decoder means",
+    "fid_draw": "FID of true draws",
+    "ll_iwae": "log-likelihood (IWAE) [nats]",
+}
+SWEEP_PANELS = ("rate", "distortion", "mse", "active_units", "calibrated_bpd", "fid_mean", "fid_draw")
+
+
+def _save(fig, stem: str | Path) -> list[Path]:
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in ("png", "svg"):
+        path = stem.with_suffix(f".{ext}")
+        tmp = path.with_name(f".{path.name}.tmp.{ext}")
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        tmp.replace(path)
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def _empty(ax, text: str = "no data") -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="grey")
+
+
+def label(config: str) -> str:
+    """'continuous/gaussian_fixed-s0.1' -> 'gaussian_fixed-s0.1'."""
+    return config.split("/", 1)[-1]
+
+
+def _means(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
+    rows = summary[(summary.metric == metric) & summary["mean"].notna()]
+    return rows.set_index("config")
+
+
+def sigma_sweep(
+    summary: pd.DataFrame, stem: str | Path, panels=SWEEP_PANELS, arena: str = "continuous"
+) -> list[Path]:
+    """Each metric against the fixed sigma (log axis, 95% intervals over seeds). Families with a
+    sigma (learned, fitted or implied, as the `sigma` metric) are points at that sigma; the others
+    are labelled horizontal lines."""
+    s = summary[summary.arena == arena]
+    sigma_of = _means(s, "sigma")["mean"]
+    cols = 4
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    palette = dict(
+        zip(
+            sorted(set(s.config) - set(s[s.family == SWEEP].config)),
+            sns.color_palette("tab10", 20),
+            strict=False,
+        )
+    )
+    for ax, metric in zip(axes.flat, panels, strict=False):
+        m = _means(s, metric)
+        sweep = m[m.family == SWEEP].sort_values("sigma")
+        ax.set_xscale("log")
+        ax.set_title(LABELS.get(metric, metric), fontsize=10)
+        ax.set_xlabel("sigma of gaussian_fixed")
+        if m.empty:
+            _empty(ax, f"no {metric}")
+            continue
+        if not sweep.empty:
+            ax.plot(sweep.sigma, sweep["mean"], "o-", color="black", label="gaussian_fixed sweep", zorder=3)
+            ax.fill_between(sweep.sigma, sweep.ci95_low, sweep.ci95_high, color="black", alpha=0.15, lw=0)
+        for config, row in m[m.family != SWEEP].iterrows():
+            color = palette.get(config, "grey")
+            if config in sigma_of.index and np.isfinite(sigma_of[config]):
+                yerr = None
+                if np.isfinite(row.ci95_low):
+                    yerr = [[row["mean"] - row.ci95_low], [row.ci95_high - row["mean"]]]
+                ax.errorbar(
+                    [sigma_of[config]],
+                    [row["mean"]],
+                    yerr=yerr,
+                    fmt="D",
+                    color=color,
+                    label=label(config),
+                    ms=6,
+                )
+            else:
+                ax.axhline(row["mean"], ls="--", lw=1, color=color, label=label(config))
+        if metric in ("distortion",) and (m["mean"].abs().max() > 1e3):
+            ax.set_yscale("symlog")
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    handles, labels_ = {}, []
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(lab, h)
+    labels_ = list(handles)
+    fig.legend(
+        [handles[k] for k in labels_],
+        labels_,
+        loc="lower center",
+        ncol=4,
+        fontsize=8,
+        frameon=False,
+        bbox_to_anchor=(0.5, -0.02 - 0.025 * math.ceil(len(labels_) / 4)),
+    )
+    fig.suptitle(
+        f"The sigma sweep ({arena} arena): points sit at each model's learned, fitted or implied sigma; "
+        "dashed lines have none",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    return _save(fig, stem)
+
+
+def rate_distortion(summary: pd.DataFrame, stem: str | Path, arena: str = "continuous") -> list[Path]:
+    """The rate-MSE plane: every configuration's mean rate against the MSE of its decoder mean."""
+    s = summary[summary.arena == arena]
+    rate, mse = _means(s, "rate"), _means(s, "mse")
+    both = rate[["mean", "family"]].join(mse[["mean"]].rename(columns={"mean": "mean_mse"}), how="inner")
+    fig, ax = plt.subplots(figsize=(7, 5))
+    if both.empty:
+        _empty(ax)
+    else:
+        sweep = both[both.family == SWEEP].join(_means(s, "rate")[["sigma"]]).sort_values("sigma")
+        ax.plot(sweep["mean"], sweep["mean_mse"], "-", color="black", alpha=0.5, label="gaussian_fixed sweep")
+        sns.scatterplot(
+            data=both.reset_index(), x="mean", y="mean_mse", hue="family", style="family", s=70, ax=ax
+        )
+        for config, row in both.iterrows():
+            ax.annotate(
+                label(config),
+                (row["mean"], row["mean_mse"]),
+                fontsize=7,
+                xytext=(4, 3),
+                textcoords="offset points",
+            )
+    ax.set_xlabel("rate KL(q(z|x) || p(z)) [nats per image]")
+    ax.set_ylabel("MSE of the decoder mean [per pixel]")
+    ax.set_title(f"Rate against distortion ({arena} arena)")
+    ax.legend(fontsize=7, loc="upper right")
+    return _save(fig, stem)
+
+
+def iwae_convergence(summary: pd.DataFrame, stem: str | Path) -> list[Path]:
+    """The importance-weighted bound against K: the calibrated Gaussian in the continuous arena (one
+    scale for all), the model's own likelihood in the binary arena."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, (arena, prefix) in zip(
+        axes, (("continuous", "calibrated_ll_iwae_k"), ("binary", "ll_iwae_k")), strict=True
+    ):
+        s = summary[(summary.arena == arena) & summary.metric.str.startswith(prefix)].copy()
+        s = s[s.metric.str.fullmatch(re.escape(prefix) + r"\d+")]
+        if s.empty:
+            _empty(ax, f"no {arena} models")
+        else:
+            s["K"] = s.metric.str.slice(len(prefix)).astype(int)
+            s["model"] = s.config.map(label)
+            sns.lineplot(data=s, x="K", y="mean", hue="model", marker="o", ax=ax)
+            ax.set_xscale("log")
+            ax.legend(fontsize=6, ncol=2)
+        ax.set_ylabel("log-likelihood bound L_K [nats per image]")
+        ax.set_title(f"IWAE bound against K ({arena}{', calibrated' if arena == 'continuous' else ''})")
+    fig.tight_layout()
+    return _save(fig, stem)
+
+
+def training_curve(history: pd.DataFrame, column: str, stem: str | Path) -> list[Path]:
+    """One training-history column against epoch, a line per configuration (mean and normal 95% band over seeds)."""
+    fig, ax = plt.subplots(figsize=(9, 5))
+    h = history[history[column].notna()] if column in history else history.iloc[0:0]
+    if h.empty:
+        _empty(ax, f"no {column} in the training history")
+    else:
+        h = h.assign(model=h.config.map(lambda c: c))
+        sns.lineplot(
+            data=h, x="epoch", y=column, hue="model", errorbar=("se", 1.96), ax=ax, lw=1
+        )  # normal 95% band
+        values = h[column].abs()
+        if column == "sigma":
+            ax.set_yscale("log")
+        elif values.max() > 100 * max(values.median(), 1e-9):
+            ax.set_yscale("symlog", linthresh=10)
+        ax.legend(fontsize=6, ncol=2)
+    ax.set_title(f"Training: {column} per epoch (mean over seeds)")
+    return _save(fig, stem)
+
+
+def active_units(summary: pd.DataFrame, stem: str | Path) -> list[Path]:
+    """Active units against sigma: posterior collapse as sigma grows."""
+    return sigma_sweep(summary, stem, panels=("active_units",))
+
+
+def sample_quality(summary: pd.DataFrame, stem: str | Path) -> list[Path]:
+    """FID of decoder means, true draws and reconstructions per configuration, with the anchors."""
+    s = summary[summary.metric.isin(["fid_mean", "fid_draw", "fid_recon"]) & summary["mean"].notna()].copy()
+    fig, ax = plt.subplots(figsize=(10, 0.35 * max(len(set(s.config)), 4) + 1.5))
+    if s.empty:
+        _empty(ax)
+    else:
+        s["model"] = s.config
+        s["kind"] = s.metric.str.replace("fid_", "", regex=False)
+        sns.barplot(data=s, y="model", x="mean", hue="kind", ax=ax, orient="h")
+        anchors = summary[(summary.family == "anchor") & (summary.metric == "fid")]
+        for _, row in anchors.iterrows():
+            ax.axvline(row["mean"], ls=":", color="grey")
+            ax.text(row["mean"], -0.6, label(row.config), fontsize=7, rotation=90, va="top", color="grey")
+        ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlabel("FID in the feature network's space (lower is closer to the training images)")
+    ax.set_title("What is a sample? Decoder means against true draws from p(x|z)")
+    return _save(fig, stem)
+
+
+def bpd_by_model(summary: pd.DataFrame, stem: str | Path) -> list[Path]:
+    """Calibrated bits/dim (continuous) and own bits/dim per configuration; unnormalised marked."""
+    s = summary[
+        summary.metric.isin(["calibrated_bpd", "bpd"])
+        & summary["mean"].notna()
+        & (summary.family != "anchor")
+    ].copy()
+    fig, ax = plt.subplots(figsize=(10, 0.35 * max(len(set(s.config)), 4) + 1.5))
+    if s.empty:
+        _empty(ax)
+    else:
+        s["model"] = [
+            c + ("  (not normalised)" if n is False or n == "False" else "")
+            for c, n in zip(s.config, s.normalised, strict=True)
+        ]
+        sns.barplot(data=s, y="model", x="mean", hue="metric", ax=ax, orient="h")
+    ax.set_xlabel("bits per dimension of the discrete data (lower is better)")
+    ax.set_title("One scale: the calibrated Gaussian against each model's own likelihood")
+    return _save(fig, stem)
+
+
+FIGURES = {
+    "sigma_sweep": lambda s, m, h, stem: sigma_sweep(s, stem),
+    "rate_distortion": lambda s, m, h, stem: rate_distortion(s, stem),
+    "iwae_convergence": lambda s, m, h, stem: iwae_convergence(s, stem),
+    "active_units": lambda s, m, h, stem: active_units(s, stem),
+    "sample_quality": lambda s, m, h, stem: sample_quality(s, stem),
+    "bpd_by_model": lambda s, m, h, stem: bpd_by_model(s, stem),
+    "training_loss": lambda s, m, h, stem: training_curve(h, "loss", stem),
+    "training_rate": lambda s, m, h, stem: training_curve(h, "rate", stem),
+    "training_distortion": lambda s, m, h, stem: training_curve(h, "distortion", stem),
+    "training_sigma": lambda s, m, h, stem: training_curve(h, "sigma", stem),
+}
+
+
+def all_figures(
+    summary: pd.DataFrame, metrics: pd.DataFrame, history: pd.DataFrame, folder: str | Path
+) -> list[Path]:
+    """Every figure of FIGURES into folder/<name>.png and .svg."""
+    paths = []
+    for name, make in FIGURES.items():
+        paths += make(summary, metrics, history, Path(folder) / name)
+    return paths

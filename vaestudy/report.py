@@ -1,0 +1,562 @@
+"""The study's answers, written from this run's numbers, and the report texts around the figures.
+
+`write_report` turns the tidy tables into: the front page of the Snakemake report (reStructuredText
+that the report includes), one conclusion per figure, per-arena tables in CSV and Markdown, and a
+self-contained Markdown report (`results/report.md`) that reads on GitHub.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from vaestudy.utils import atomic_write_text
+
+QUESTIONS = {
+    "q1": "Does the decoder have to define a distribution, or is an image plus MSE enough?",
+    "q2": "How does a fixed Gaussian sigma change the model?",
+    "q3": "Does learning the variance fix the choice of sigma?",
+    "q4": "How much does the missing constant of BCE on grey levels matter?",
+    "q5": "What do samples mean: the decoder mean or a draw from p(x|z)?",
+}
+
+
+@dataclass
+class Answer:
+    key: str
+    question: str
+    short: str  # one or two sentences, from the numbers
+    evidence: list[str]  # bullet points with the numbers
+    figures: list[str]  # figure names that show it
+
+
+class Numbers:
+    """Means over seeds from summary.csv, looked up by (config, metric)."""
+
+    def __init__(self, summary: pd.DataFrame):
+        self.summary = summary
+        self.table = summary.set_index(["config", "metric"])
+
+    def get(self, config: str, metric: str) -> float:
+        try:
+            value = self.table.loc[(config, metric), "mean"]
+        except KeyError:
+            return math.nan
+        return float(value.iloc[0] if isinstance(value, pd.Series) else value)
+
+    def has(self, config: str) -> bool:
+        return config in set(self.summary.config)
+
+    def configs(self, family: str, arena: str = "continuous") -> list[str]:
+        s = self.summary[(self.summary.family == family) & (self.summary.arena == arena)]
+        return list(dict.fromkeys(s.config))
+
+    def diverged(self, config: str) -> int:
+        rows = self.summary[self.summary.config == config]
+        return int(rows.n_diverged.max()) if len(rows) else 0
+
+    def seeds(self, config: str) -> int:
+        rows = self.summary[self.summary.config == config]
+        return int((rows.n + rows.n_diverged).max()) if len(rows) else 0
+
+
+def f(x: float, digits: int = 3) -> str:
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    return f"{x:.{digits}g}" if abs(x) < 1e4 else f"{x:.3e}"
+
+
+def _sweep(n: Numbers) -> list[tuple[float, str]]:
+    s = n.summary[(n.summary.family == "gaussian_fixed") & (n.summary.arena == "continuous")]
+    return sorted({(float(r.sigma), r.config) for r in s.itertuples()})
+
+
+def answer_q1(n: Numbers) -> Answer:
+    ev, short = [], "No configuration with `mse` ran, so this run cannot answer it."
+    sweep = _sweep(n)
+    d = n.get(next(iter(n.configs("mse")), ""), "num_pixels")
+    for config in n.configs("mse"):
+        loss, elbo = n.get(config, "loss"), n.get(config, "elbo")
+        sigma, rate, au = n.get(config, "sigma"), n.get(config, "rate"), n.get(config, "active_units")
+        reduction = "sum" if config.endswith("sum") else "mean"
+        constant = d / 2 * math.log(math.pi * (1 if reduction == "sum" else d))
+        ev.append(
+            f"`{config}`: training loss {f(loss, 5)} nats; read as the Gaussian it implies (sigma = {f(sigma)}), "
+            f"-ELBO = {f(-elbo, 5)} = loss + {f(-elbo - loss, 5)}; the constant (D/2) ln(pi{'' if reduction == 'sum' else ' D'}) "
+            f"= {f(constant, 5)}. Rate {f(rate)} nats, {f(au)} active units."
+        )
+    if sweep:
+        ev.append(
+            "The fixed-sigma sweep for comparison: "
+            + "; ".join(
+                f"sigma {f(s)}: rate {f(n.get(c, 'rate'))}, {f(n.get(c, 'active_units'))} active units"
+                for s, c in sweep
+            )
+        )
+    if n.configs("mse"):
+        parts = []
+        for config in n.configs("mse"):
+            loss, elbo, sigma = n.get(config, "loss"), n.get(config, "elbo"), n.get(config, "sigma")
+            part = (
+                f"`{config}` minimised a loss of {f(loss, 5)} nats; the Gaussian with sigma {f(sigma)} it implies has "
+                f"-ELBO {f(-elbo, 5)}, the loss plus the constant {f(-elbo - loss, 5)}"
+            )
+            below = [sc for sc in sweep if sc[0] <= sigma]
+            above = [sc for sc in sweep if sc[0] > sigma]
+            rate = f"its rate is {f(n.get(config, 'rate'))} nats"
+            if below and above:
+                (s0, c0), (s1, c1) = below[-1], above[0]
+                part += (
+                    f"; {rate}, against {f(n.get(c0, 'rate'))} at sigma {f(s0)} and {f(n.get(c1, 'rate'))} at "
+                    f"sigma {f(s1)} on the sweep"
+                )
+            elif below:
+                part += f"; {rate}, beyond the sweep's largest sigma {f(below[-1][0])} ({f(n.get(below[-1][1], 'rate'))})"
+            parts.append(part)
+        short = (
+            "An image plus MSE always defines a distribution: the MSE loss is, up to a constant, the negative ELBO "
+            "of a Gaussian decoder with a fixed sigma (sigma^2 = 1/2 for a summed MSE, D/2 for a mean over pixels). "
+            "In this run, " + "; ".join(parts) + "."
+        )
+    return Answer("q1", QUESTIONS["q1"], short, ev, ["sigma_sweep", "rate_distortion"])
+
+
+def answer_q2(n: Numbers) -> Answer:
+    sweep = _sweep(n)
+    if len(sweep) < 2:
+        return Answer(
+            "q2",
+            QUESTIONS["q2"],
+            "The config has fewer than two fixed sigmas: no sweep to read.",
+            [],
+            ["sigma_sweep"],
+        )
+    lo, hi = sweep[0], sweep[-1]
+    metric = lambda c, m: n.get(c, m)  # noqa: E731
+    best_bpd = min(
+        sweep,
+        key=lambda sc: (
+            metric(sc[1], "calibrated_bpd") if math.isfinite(metric(sc[1], "calibrated_bpd")) else math.inf
+        ),
+    )
+    best_fid = min(
+        sweep,
+        key=lambda sc: metric(sc[1], "fid_mean") if math.isfinite(metric(sc[1], "fid_mean")) else math.inf,
+    )
+
+    def moves(m: str, plural: bool = False) -> str:
+        a, b = metric(lo[1], m), metric(hi[1], m)
+        verb = ("rise" if b > a else "fall" if b < a else "stay") + ("" if plural else "s")
+        return f"{verb} from {f(a)} to {f(b)}"
+
+    beta_like = metric(hi[1], "rate") < metric(lo[1], "rate") and metric(hi[1], "mse") > metric(lo[1], "mse")
+    short = (
+        f"From sigma {f(lo[0])} to {f(hi[0])} the rate {moves('rate')} nats, the MSE of the decoder mean "
+        f"{moves('mse')} and the active units {moves('active_units', plural=True)}"
+        + (": 2 sigma^2 acts as the beta of a beta-VAE. " if beta_like else ". ")
+        + f"The best calibrated bits/dim is at sigma {f(best_bpd[0])} ({f(metric(best_bpd[1], 'calibrated_bpd'))}); "
+        f"decoder means look most like the data (lowest FID) at sigma {f(best_fid[0])}."
+    )
+    ev = [
+        f"sigma {f(s)}: rate {f(metric(c, 'rate'))}, MSE {f(metric(c, 'mse'))}, active units {f(metric(c, 'active_units'))}, "
+        f"calibrated bpd {f(metric(c, 'calibrated_bpd'))}, FID means {f(metric(c, 'fid_mean'))}, FID draws {f(metric(c, 'fid_draw'))}"
+        for s, c in sweep
+    ]
+    return Answer("q2", QUESTIONS["q2"], short, ev, ["sigma_sweep", "active_units", "rate_distortion"])
+
+
+def answer_q3(n: Numbers) -> Answer:
+    sweep = _sweep(n)
+    best = (
+        min(
+            sweep,
+            key=lambda sc: (
+                n.get(sc[1], "calibrated_bpd") if math.isfinite(n.get(sc[1], "calibrated_bpd")) else math.inf
+            ),
+        )
+        if sweep
+        else None
+    )
+    ev, landed = [], []
+    for family in ("gaussian_shared", "gaussian_pixel", "gaussian_optimal", "gaussian_heteroscedastic"):
+        for config in n.configs(family):
+            sigma, bpd = n.get(config, "sigma"), n.get(config, "calibrated_bpd")
+            div, seeds = n.diverged(config), n.seeds(config)
+            where = f"sigma {f(sigma)}" if math.isfinite(sigma) else "sigma(z) per pixel"
+            ev.append(
+                f"`{config}`: {where}, calibrated bpd {f(bpd)}, own bpd {f(n.get(config, 'bpd'))}, rate {f(n.get(config, 'rate'))}, "
+                f"{'diverged in ' + str(div) + ' of ' + str(seeds) + ' seeds' if div else 'no divergence'}, "
+                f"std of ll_iwae over seeds {f(float(n.summary[(n.summary.config == config) & (n.summary.metric == 'll_iwae')]['std'].max()))}"
+            )
+            if math.isfinite(sigma):
+                landed.append(f"{family.removeprefix('gaussian_')} at {f(sigma)}")
+    unstable = [
+        c
+        for f_ in ("gaussian_shared", "gaussian_pixel", "gaussian_optimal", "gaussian_heteroscedastic")
+        for c in n.configs(f_)
+        if n.diverged(c)
+    ]
+    short = "Learning sigma lands " + (", ".join(landed) if landed else "nowhere in this run")
+    if best:
+        short += f"; the best fixed sigma of the sweep is {f(best[0])} (calibrated bpd {f(n.get(best[1], 'calibrated_bpd'))})"
+    short += ". " + (
+        f"Unstable here: {', '.join(unstable)} (diverged runs)."
+        if unstable
+        else "No learned-variance run diverged on this data; a floor of 0 on the heteroscedastic variance is the risky one "
+        "(its density can grow without bound where a pixel never varies)."
+    )
+    return Answer("q3", QUESTIONS["q3"], short, ev, ["sigma_sweep", "training_sigma", "bpd_by_model"])
+
+
+def answer_q4(n: Numbers) -> Answer:
+    b, cb = "continuous/bernoulli", "continuous/continuous_bernoulli"
+    if not (n.has(b) and n.has(cb)):
+        return Answer(
+            "q4",
+            QUESTIONS["q4"],
+            "This run lacks the Bernoulli or the continuous Bernoulli on grey levels.",
+            [],
+            ["bpd_by_model"],
+        )
+    gap = n.get(cb, "elbo") - n.get(b, "elbo")
+    short = (
+        f"BCE against grey levels reports an 'ELBO' of {f(n.get(b, 'elbo'))} nats, but it is not a density (marked as not "
+        f"normalised); a continuous Bernoulli decoder (the same Bernoulli form with its normaliser) reaches {f(n.get(cb, 'elbo'))} "
+        f"nats: {f(gap)} nats per image apart"
+        + (
+            ", so the missing constant is not a detail. "
+            if abs(gap) > 1
+            else ", a small difference on this data. "
+        )
+        + f"On one scale (the calibrated Gaussian) they score {f(n.get(b, 'calibrated_bpd'))} and "
+        f"{f(n.get(cb, 'calibrated_bpd'))} bits/dim."
+    )
+    ev = [
+        f"`{c}`: ELBO {f(n.get(c, 'elbo'))}, own bpd {f(n.get(c, 'bpd'))}, calibrated bpd {f(n.get(c, 'calibrated_bpd'))}, "
+        f"MSE {f(n.get(c, 'mse'))}, FID means {f(n.get(c, 'fid_mean'))}"
+        for c in (b, cb)
+    ]
+    if n.has("binary/bernoulli"):
+        ev.append(
+            f"`binary/bernoulli` (its natural home, a normalised pmf): ELBO {f(n.get('binary/bernoulli', 'elbo'))}, "
+            f"bpd {f(n.get('binary/bernoulli', 'bpd'))} on binarised data (a different data set: not comparable)."
+        )
+    return Answer("q4", QUESTIONS["q4"], short, ev, ["bpd_by_model", "iwae_convergence"])
+
+
+def answer_q5(n: Numbers) -> Answer:
+    models = [
+        c
+        for c in dict.fromkeys(n.summary.config)
+        if not c.endswith(("anchor-test", "anchor-noise")) and c != "feature_net"
+    ]
+    rows = [
+        (c, n.get(c, "fid_mean"), n.get(c, "fid_draw")) for c in models if math.isfinite(n.get(c, "fid_mean"))
+    ]
+    ev = [
+        f"`{c}`: FID of decoder means {f(m)}, of true draws {f(d)}, precision {f(n.get(c, 'precision_mean'))} / "
+        f"{f(n.get(c, 'precision_draw'))}, recall {f(n.get(c, 'recall_mean'))} / {f(n.get(c, 'recall_draw'))}"
+        for c, m, d in rows
+    ]
+    for arena in ("continuous", "binary"):
+        for kind in ("test", "noise"):
+            c = f"{arena}/anchor-{kind}"
+            if n.has(c):
+                ev.append(f"anchor `{c}`: FID {f(n.get(c, 'fid'))}")
+    if not rows:
+        return Answer("q5", QUESTIONS["q5"], "No sample-quality scores in this run.", ev, ["sample_quality"])
+    worse = [c for c, m, d in rows if d > m]
+    better = [c for c, m, d in rows if d <= m]
+    gap = max(rows, key=lambda r: abs(r[2] - r[1]))
+    short = (
+        f"Tutorials show E[x|z]; the model defines x ~ p(x|z), and the two are scored apart here. For the same z, true "
+        f"draws score a higher (worse) FID than decoder means in {len(worse)} of {len(rows)} models"
+        + (f" ({', '.join(c.split('/', 1)[1] for c in worse)})" if worse else "")
+        + f" and a lower one in {len(better)}. The largest difference: `{gap[0]}`, FID {f(gap[1])} for means against "
+        f"{f(gap[2])} for draws. The sample grids show both side by side."
+    )
+    return Answer("q5", QUESTIONS["q5"], short, ev, ["sample_quality"])
+
+
+def answers(summary: pd.DataFrame) -> list[Answer]:
+    n = Numbers(summary)
+    return [answer_q1(n), answer_q2(n), answer_q3(n), answer_q4(n), answer_q5(n)]
+
+
+COMPARE = """Which numbers compare, and why
+------------------------------
+
+* **Arenas are never mixed.** The binary arena models binarised pixels (a probability mass), the continuous arena
+  models dequantised grey levels y = (k + u)/L (a density on [0,1]^D). Their log-likelihoods are of different data.
+* **Bits per dimension are of the discrete data.** In the continuous arena, bpd = -(ll - D ln L)/(D ln 2) bounds the
+  bits of the integer grey levels (uniform dequantisation), so densities of grey levels compare with each other.
+* **Not every "likelihood" is one.** BCE against grey levels (the Bernoulli in the continuous arena) is not a
+  normalised density: its ELBO, IWAE and bpd are marked *not normalised* and do not compare. The MSE losses lack a
+  constant, but the Gaussian they imply is a density and is reported as such.
+* **The calibrated Gaussian puts every model on one scale.** After training, each model's decoder mean gets one sigma
+  fitted in closed form on the validation split (sigma^2 = mean squared residual); its ELBO, IWAE and bpd compare
+  across all families of the continuous arena, the MSE and BCE models included.
+* **Sample quality** uses a classifier trained on this data set's training split (no downloaded weights); its FID
+  values compare within this run, not with FIDs of Inception features elsewhere.
+"""
+
+
+def run_info(metrics: pd.DataFrame, config_text: str, repo: str | Path = ".") -> dict[str, Any]:
+    """The config, package versions, git revision and device of the run."""
+    try:
+        revision = (
+            subprocess.run(
+                ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+            or "unknown (not a git checkout)"
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        if dirty and not revision.startswith("unknown"):
+            revision += " (with uncommitted changes)"
+    except (OSError, subprocess.TimeoutExpired):
+        revision = "unknown (git not found)"
+    from importlib.metadata import PackageNotFoundError, version
+
+    packages = {}
+    for name in ("vaestudy", "torch", "snakemake", "pandas", "seaborn", "scipy", "numpy"):
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = "not installed"
+    packages["python"] = platform.python_version()
+    devices = sorted({d for d in metrics.get("device", pd.Series(dtype=str)).dropna().unique()})
+    return {"revision": revision, "packages": packages, "devices": devices, "config": config_text}
+
+
+def _md_table(frame: pd.DataFrame) -> str:
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+TABLE_METRICS = (
+    "calibrated_bpd",
+    "bpd",
+    "ll_iwae",
+    "elbo",
+    "rate",
+    "distortion",
+    "mse",
+    "active_units",
+    "sigma",
+    "fid_mean",
+    "fid_draw",
+    "precision_draw",
+    "recall_draw",
+)
+
+
+def arena_table(summary: pd.DataFrame, arena: str) -> pd.DataFrame:
+    """Per configuration, every key metric as 'mean +- half 95% interval', sorted by calibrated bpd
+    (bpd in the binary arena); not-comparable numbers marked with '*'."""
+    s = summary[(summary.arena == arena) & (summary.family != "anchor")]
+    if s.empty:
+        return pd.DataFrame()
+    sort_metric = "calibrated_bpd" if arena == "continuous" else "bpd"
+    order = s[s.metric == sort_metric].sort_values("mean").config.tolist()
+    order += [c for c in dict.fromkeys(s.config) if c not in order]
+    rows = []
+    for config in order:
+        c = s[s.config == config].set_index("metric")
+        normalised = c["normalised"].iloc[0]
+        row = {
+            "model": config.split("/", 1)[1],
+            "seeds": int(c["n"].max()),
+            "diverged": int(c["n_diverged"].max()),
+        }
+        for m in TABLE_METRICS:
+            if m not in c.index or not math.isfinite(c.loc[m, "mean"]):
+                continue
+            half = (c.loc[m, "ci95_high"] - c.loc[m, "ci95_low"]) / 2
+            text = f(c.loc[m, "mean"], 4) + (f" ± {f(half, 2)}" if math.isfinite(half) else "")
+            if m in ("bpd", "ll_iwae", "elbo", "distortion") and normalised in (False, "False"):
+                text += " *"
+            row[m] = text
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def front_page_rst(ans: list[Answer], info: dict[str, Any]) -> str:
+    """The report's front page: the five questions with this run's short answers, then the run facts."""
+    out = ["The five questions, answered by this run", "-----------------------------------------", ""]
+    for i, a in enumerate(ans, 1):
+        out += [f"**Q{i}. {a.question}**", "", a.short.replace("`", "``"), ""]
+        out += [f"* {e.replace('`', '``')}" for e in a.evidence] + [""]
+    out += [
+        COMPARE,
+        "",
+        "This run",
+        "--------",
+        "",
+        f"* git revision: {info['revision']}",
+        f"* devices: {', '.join(info['devices']) or 'unknown'}",
+        "* packages: " + ", ".join(f"{k} {v}" for k, v in info["packages"].items()),
+        "",
+        "The config::",
+        "",
+    ]
+    out += ["    " + line for line in info["config"].splitlines()] + [""]
+    return "\n".join(out)
+
+
+def conclusions(ans: list[Answer]) -> dict[str, str]:
+    """Per figure name, the short answers that cite it (reStructuredText)."""
+    per: dict[str, list[str]] = {}
+    for i, a in enumerate(ans, 1):
+        for fig in a.figures:
+            per.setdefault(fig, []).append(f"**This run (Q{i}):** {a.short.replace('`', '``')}")
+    return {k: "\n\n".join(v) + "\n" for k, v in per.items()}
+
+
+FIGURE_TEXT = {
+    "sigma_sweep": "Each metric against the fixed sigma; learned, fitted and implied sigmas as points, the others as lines.",
+    "rate_distortion": "Rate against the MSE of the decoder mean: the sigma sweep traces a beta-VAE-like trade-off.",
+    "active_units": "Active units against sigma: posterior collapse as sigma grows.",
+    "iwae_convergence": "The importance-weighted bound against K: how far the ELBO is from the log-likelihood.",
+    "bpd_by_model": "Bits per dimension: each model's own (where normalised) and the calibrated Gaussian (one scale).",
+    "sample_quality": "FID of decoder means, true draws and reconstructions, with the anchors (test images, noise).",
+    "training_loss": "Training loss per epoch.",
+    "training_rate": "Rate per epoch.",
+    "training_distortion": "Distortion per epoch.",
+    "training_sigma": "Learned, fitted or fixed sigma per epoch.",
+}
+
+
+def report_markdown(
+    ans: list[Answer],
+    info: dict[str, Any],
+    tables: dict[str, pd.DataFrame],
+    figure_dir: str,
+    sample_grids: list[str],
+) -> str:
+    out = [
+        "# vaestudy: what p(x|z) should a VAE decoder be?",
+        "",
+        "Generated from this run's numbers by `vaestudy report`. Means over seeds; ± is half the 95% interval.",
+        "",
+    ]
+    for i, a in enumerate(ans, 1):
+        out += [f"## Q{i}. {a.question}", "", a.short, ""] + [f"- {e}" for e in a.evidence] + [""]
+        out += [f"![{fig}]({figure_dir}/{fig}.png)" for fig in a.figures] + [""]
+    out += [
+        COMPARE.replace("------------------------------", "").replace(
+            "Which numbers compare, and why", "## Which numbers compare, and why"
+        )
+    ]
+    for arena, table in tables.items():
+        if not table.empty:
+            out += [
+                f"## Every model, {arena} arena",
+                "",
+                "`*`: not a normalised density, does not compare.",
+                "",
+                _md_table(table),
+                "",
+            ]
+    out += ["## Training curves", ""] + [
+        f"![{n}]({figure_dir}/{n}.png)"
+        for n in ("training_loss", "training_rate", "training_distortion", "training_sigma")
+    ]
+    if sample_grids:
+        out += ["", "## Sample grids (seed 1)", ""] + [f"![{g}]({g})" for g in sample_grids]
+    out += [
+        "",
+        "## This run",
+        "",
+        f"- git revision: {info['revision']}",
+        f"- devices: {', '.join(info['devices']) or 'unknown'}",
+        "- packages: " + ", ".join(f"{k} {v}" for k, v in info["packages"].items()),
+        "",
+        "```yaml",
+        info["config"].rstrip(),
+        "```",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def write_report(
+    summary_csv: str | Path,
+    metrics_csv: str | Path,
+    out_dir: str | Path,
+    config_text: str,
+    figure_dir: str = "figures",
+    samples_dir: str | Path | None = None,
+) -> dict[str, Path]:
+    """Write front.rst, conclusions/<figure>.rst, tables/<arena>.csv, summary.md and report.md under out_dir
+    (report.md refers to the figures as <figure_dir>/<name>.png, relative to out_dir)."""
+    summary, metrics = pd.read_csv(summary_csv), pd.read_csv(metrics_csv)
+    out = Path(out_dir)
+    ans = answers(summary)
+    info = run_info(metrics, config_text)
+    written = {}
+    written["front"] = out / "report" / "front.rst"
+    atomic_write_text(written["front"], front_page_rst(ans, info))
+    for name in FIGURE_TEXT:
+        text = conclusions(ans).get(name, "")
+        atomic_write_text(
+            out / "report" / "conclusions" / f"{name}.rst",
+            text or "(No question of the study cites this figure.)\n",
+        )
+    tables = {arena: arena_table(summary, arena) for arena in ("continuous", "binary")}
+    md = []
+    for arena, table in tables.items():
+        atomic_write_text(out / "tables" / f"{arena}.csv", table.to_csv(index=False))
+        if not table.empty:
+            md += [
+                f"## {arena} arena",
+                "",
+                "`*`: not a normalised density, does not compare.",
+                "",
+                _md_table(table),
+                "",
+            ]
+    written["summary_md"] = out / "tables" / "summary.md"
+    atomic_write_text(written["summary_md"], "\n".join(md))
+    grids = []
+    if samples_dir is not None:
+        grids = sorted(str(p.relative_to(out)) for p in Path(samples_dir).rglob("seed1.png"))
+    written["report_md"] = out / "report.md"
+    atomic_write_text(written["report_md"], report_markdown(ans, info, tables, figure_dir, grids))
+    atomic_write_text(out / "report" / "answers.json", json.dumps([a.__dict__ for a in ans], indent=2))
+    return written
+
+
+def copy_reference(results: str | Path, out: str | Path) -> list[Path]:
+    """Copy report.md, its figures (PNG), the Markdown tables and the seed-1 sample grids to out."""
+    import shutil
+
+    results, out = Path(results), Path(out)
+    files = [results / "report.md", results / "tables" / "summary.md"]
+    files += sorted((results / "figures").glob("*.png"))
+    files += sorted((results / "figures" / "samples").rglob("seed1.png"))
+    copied = []
+    for src in files:
+        dst = out / src.relative_to(results)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        shutil.copyfile(src, tmp)
+        tmp.replace(dst)
+        copied.append(dst)
+    return copied

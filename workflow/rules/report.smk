@@ -1,0 +1,90 @@
+# Figures, the answers written from this run's numbers, and the tables of the report.
+# `snakemake --report results/report.html` then builds the HTML report around them.
+import json
+
+FIGURE_CATEGORY = {
+    "rate_distortion": ("Q1. Is MSE enough?", "rate and distortion"),
+    "sigma_sweep": ("Q2. The fixed sigma", "the sweep"),
+    "active_units": ("Q2. The fixed sigma", "posterior collapse"),
+    "training_sigma": ("Q3. Learned variance", "sigma during training"),
+    "bpd_by_model": ("Q4. BCE on grey levels", "one scale"),
+    "iwae_convergence": ("Q4. BCE on grey levels", "IWAE against K"),
+    "sample_quality": ("Q5. What is a sample?", "scores"),
+    "training_loss": ("Training", "curves"),
+    "training_rate": ("Training", "curves"),
+    "training_distortion": ("Training", "curves"),
+}
+
+
+def figure_output(name: str):
+    category, subcategory = FIGURE_CATEGORY[name]
+    return report(f"{RESULTS}/figures/{name}.png", caption=f"../report/{name}.rst", category=category,
+                  subcategory=subcategory, labels={"figure": name.replace("_", " ")})
+
+
+rule figures:
+    input:
+        summary=rules.collect.output.summary,
+        metrics=rules.collect.output.metrics,
+        history=rules.collect.output.history,
+    output:
+        *[figure_output(name) for name in FIGURE_CATEGORY],
+        svg=[f"{RESULTS}/figures/{name}.svg" for name in FIGURE_CATEGORY],
+    log:
+        f"{RESULTS}/logs/figures.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/figures.tsv"
+    params:
+        out=lambda wildcards, output: os.path.dirname(output[0]),
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "vaestudy figures --summary {input.summary:q} --metrics {input.metrics:q} --history {input.history:q} "
+        "--out-dir {params.out:q} > {log:q} 2>&1"
+
+
+rule report_text:
+    input:
+        summary=rules.collect.output.summary,
+        metrics=rules.collect.output.metrics,
+        grids=rules.collect.input.quality,
+    output:
+        front=f"{RESULTS}/report/front.rst",
+        conclusions=[f"{RESULTS}/report/conclusions/{name}.rst" for name in FIGURE_CATEGORY],
+        continuous=report(f"{RESULTS}/tables/continuous.csv", caption="../report/table.rst", category="Tables",
+                          labels={"table": "continuous arena"}),
+        binary=report(f"{RESULTS}/tables/binary.csv", caption="../report/table.rst", category="Tables",
+                      labels={"table": "binary arena"}),
+        markdown=f"{RESULTS}/tables/summary.md",
+        report_md=f"{RESULTS}/report.md",
+    log:
+        f"{RESULTS}/logs/report_text.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report_text.tsv"
+    params:
+        results=RESULTS,
+        config=json.dumps(config, indent=1, sort_keys=True),
+        samples=f"{RESULTS}/figures/samples",
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        "vaestudy report --summary {input.summary:q} --metrics {input.metrics:q} --results {params.results:q} "
+        "--config-text {params.config:q} --samples-dir {params.samples:q} > {log:q} 2>&1"
+
+
+# Not part of `all`: `snakemake --cores 2 reference` refreshes the copy kept in git.
+rule reference:
+    input:
+        rules.report_text.output.report_md,
+        rules.figures.output,
+    output:
+        f"{RESULTS}/reference/report.md",
+    log:
+        f"{RESULTS}/logs/reference.log",
+    params:
+        results=RESULTS,
+        out=lambda wildcards, output: os.path.dirname(output[0]),
+    shell:
+        "vaestudy reference --results {params.results:q} --out {params.out:q} > {log:q} 2>&1"
