@@ -78,8 +78,10 @@ def test_dry_run_of_the_default_study_lists_every_job(tmp_path):
         "evaluate": runs,
         "quality": runs,
         "collect": 1,
+        "figures": 1,
+        "report_text": 1,
         "all": 1,
-        "total": 3 * runs + 6,
+        "total": 3 * runs + 8,
     }
 
 
@@ -196,7 +198,16 @@ def test_the_default_study_end_to_end(tmp_path):
     # deleting one model's outputs (its folder) reruns that model and what depends on it, nothing else
     shutil.rmtree(workdir / "results" / "runs" / "continuous" / "gaussian_fixed-s0.1" / "seed2")
     counts = planned_jobs(snakemake(workdir, "-n"))
-    assert counts == {"train": 1, "evaluate": 1, "quality": 1, "collect": 1, "all": 1, "total": 5}
+    assert counts == {
+        "train": 1,
+        "evaluate": 1,
+        "quality": 1,
+        "collect": 1,
+        "figures": 1,
+        "report_text": 1,
+        "all": 1,
+        "total": 7,
+    }
 
 
 def slurm_answers() -> bool:
@@ -242,7 +253,8 @@ def test_the_slurm_profile_runs_the_study_through_sbatch(tmp_path):
     )
     log = proc.stdout + proc.stderr
     submitted = log.count("SLURM jobid") + log.count("SLURM run ID")
-    assert submitted >= 1 + 1 + 2 + 3 * 8 + 1, log[-3000:]  # data, feature net, anchors, 8 runs x 3, collect
+    # data, feature net, anchors, 8 runs x 3, collect, figures, report texts
+    assert submitted >= 1 + 1 + 2 + 3 * 8 + 3, log[-3000:]
     a, b = _read(local), _read(slurm)
     a, b = (t[~t.metric.isin(TIMING)].drop(columns="device").reset_index(drop=True) for t in (a, b))
     pd.testing.assert_frame_equal(a, b)

@@ -1,6 +1,7 @@
 # The grid of runs, from the config, with the checks a schema cannot express.
 import os
 import re
+import json
 import shlex
 import sys
 
@@ -59,3 +60,23 @@ def data_flags() -> str:
 def samples_flag() -> str:
     samples = config["quality"]["samples"]
     return f"--samples {int(samples)}" if samples else ""
+
+
+FIGURE_CATEGORY = {
+    "rate_distortion": ("Q1. Is MSE enough?", "rate and distortion"),
+    "sigma_sweep": ("Q2. The fixed sigma", "the sweep"),
+    "active_units": ("Q2. The fixed sigma", "posterior collapse"),
+    "training_sigma": ("Q3. Learned variance", "sigma during training"),
+    "bpd_by_model": ("Q4. BCE on grey levels", "one scale"),
+    "iwae_convergence": ("Q4. BCE on grey levels", "IWAE against K"),
+    "sample_quality": ("Q5. What is a sample?", "scores"),
+    "training_loss": ("Training", "curves"),
+    "training_rate": ("Training", "curves"),
+    "training_distortion": ("Training", "curves"),
+}
+
+
+def figure_output(name: str):
+    category, subcategory = FIGURE_CATEGORY[name]
+    return report(f"{RESULTS}/figures/{name}.png", caption=f"../report/{name}.rst", category=category,
+                  subcategory=subcategory, labels={"figure": name.replace("_", " ")})

@@ -1,27 +1,5 @@
 # Figures, the answers written from this run's numbers, and the tables of the report.
 # `snakemake --report results/report.html` then builds the HTML report around them.
-import json
-
-FIGURE_CATEGORY = {
-    "rate_distortion": ("Q1. Is MSE enough?", "rate and distortion"),
-    "sigma_sweep": ("Q2. The fixed sigma", "the sweep"),
-    "active_units": ("Q2. The fixed sigma", "posterior collapse"),
-    "training_sigma": ("Q3. Learned variance", "sigma during training"),
-    "bpd_by_model": ("Q4. BCE on grey levels", "one scale"),
-    "iwae_convergence": ("Q4. BCE on grey levels", "IWAE against K"),
-    "sample_quality": ("Q5. What is a sample?", "scores"),
-    "training_loss": ("Training", "curves"),
-    "training_rate": ("Training", "curves"),
-    "training_distortion": ("Training", "curves"),
-}
-
-
-def figure_output(name: str):
-    category, subcategory = FIGURE_CATEGORY[name]
-    return report(f"{RESULTS}/figures/{name}.png", caption=f"../report/{name}.rst", category=category,
-                  subcategory=subcategory, labels={"figure": name.replace("_", " ")})
-
-
 rule figures:
     input:
         summary=rules.collect.output.summary,
@@ -63,9 +41,9 @@ rule report_text:
     benchmark:
         f"{RESULTS}/benchmarks/report_text.tsv"
     params:
-        results=RESULTS,
+        results=lambda wildcards, output: os.path.dirname(output.report_md),
         config=json.dumps(config, indent=1, sort_keys=True),
-        samples=f"{RESULTS}/figures/samples",
+        samples=lambda wildcards, output: os.path.join(os.path.dirname(output.report_md), "figures", "samples"),
     resources:
         mem_mb=2000,
         runtime=30,
@@ -84,7 +62,7 @@ rule reference:
     log:
         f"{RESULTS}/logs/reference.log",
     params:
-        results=RESULTS,
+        results=lambda wildcards, input: os.path.dirname(input[0]),
         out=lambda wildcards, output: os.path.dirname(output[0]),
     shell:
         "vaestudy reference --results {params.results:q} --out {params.out:q} > {log:q} 2>&1"
