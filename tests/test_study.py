@@ -72,6 +72,10 @@ def _with(arenas=None, **top):
         (_with({"continuous": [{"sigma": 0.1}]}), "arenas.continuous[0]: each entry needs a 'family'"),
         (_with({"continuous": [{"family": "gaussian_fixed", "sigma": []}]}), "the list of values is empty"),
         (_with(seeds=[1, 1]), "seeds: a seed is listed twice"),
+        (
+            _with(dataset="mnist", data_root=None),
+            "data_root: data set mnist is read by torchvision from a folder",
+        ),
         (_with(model={"latent": 0}), "latent must be >= 1"),
         (_with(dataset="digits", model={"architecture": "conv"}), "conv needs 28x28 or 32x32"),
     ],

@@ -61,38 +61,52 @@ def _cli(*args):
     return [sys.executable, "-m", "vaestudy.cli", *args]
 
 
-def test_a_training_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path):
-    args = [
-        "train",
-        "--family",
-        "gaussian_pixel",
-        "--epochs",
-        "150",
-        "--checkpoint-every",
-        "10",
-        "--hidden",
-        "32",
-        "--latent",
-        "4",
-        "--device",
-        "cpu",
-        "--max-train",
-        "400",
-    ]
-    subprocess.run(_cli(*args, "--out", str(tmp_path / "whole")), check=True, capture_output=True)
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(_cli(*args, "--out", str(killed)), stderr=subprocess.DEVNULL)
+KILL_ARGS = (
+    "train --family gaussian_pixel --epochs 150 --checkpoint-every 10 --hidden 32 --latent 4 "
+    "--device cpu --max-train 400"
+).split()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    subprocess.run(_cli(*KILL_ARGS, "--out", str(out)), check=True, capture_output=True)
+    return out
+
+
+def _start_and_signal(out, sig, wait_for_checkpoint=True):
+    proc = subprocess.Popen(_cli(*KILL_ARGS, "--out", str(out)), stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while not (killed / CHECKPOINT).exists() and time.time() < deadline:
+    while wait_for_checkpoint and not (out / CHECKPOINT).exists() and time.time() < deadline:
         time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    os.kill(proc.pid, sig)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
+def test_a_training_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted):
+    killed = tmp_path / "killed"
+    code, _ = _start_and_signal(killed, signal.SIGKILL)
+    assert code == -signal.SIGKILL
     assert not (killed / MODEL).exists(), "the run finished before it could be killed"
-    resumed = subprocess.run(_cli(*args, "--out", str(killed)), capture_output=True, text=True)
+    resumed = subprocess.run(_cli(*KILL_ARGS, "--out", str(killed)), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stderr
-    _assert_same_run(tmp_path / "whole", killed)
+    _assert_same_run(uninterrupted, killed)
+
+
+def test_sigterm_writes_a_checkpoint_exits_143_and_the_rerun_resumes(tmp_path, uninterrupted):
+    stopped = tmp_path / "stopped"
+    code, err = _start_and_signal(stopped, signal.SIGTERM)
+    assert code == 143, err
+    assert "stopped by SIGTERM" in err and "rerun the same command to resume" in err
+    assert "Traceback" not in err
+    assert (stopped / CHECKPOINT).exists() and not (stopped / MODEL).exists()
+    epoch = torch.load(stopped / CHECKPOINT, weights_only=True)["epoch"]
+    assert epoch >= 10  # at least the first periodic checkpoint, and more when the signal came later
+    resumed = subprocess.run(_cli(*KILL_ARGS, "--out", str(stopped)), capture_output=True, text=True)
+    assert resumed.returncode == 0 and f"resuming {stopped} from epoch {epoch}" in resumed.stderr
+    _assert_same_run(uninterrupted, stopped)
 
 
 def test_a_non_finite_loss_ends_training_as_diverged(tmp_path):

@@ -6,8 +6,10 @@ Each run works in its own folder (`--directory`), so it never touches the reposi
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -220,26 +222,98 @@ def slurm_answers() -> bool:
         return False
 
 
+SHRUNK = dict(
+    seeds=[1, 2],
+    train={"epochs": 5},
+    evaluate={"k": 50, "elbo_samples": 2},
+    arenas={
+        "binary": [{"family": "bernoulli"}],
+        "continuous": [{"family": "gaussian_fixed", "sigma": [0.1, 1.0]}, {"family": "gaussian_optimal"}],
+    },
+)
+
+
+def _table(workdir: Path) -> pd.DataFrame:
+    """metrics.csv without the columns that time or place a run."""
+    t = _read(workdir)
+    return t[~t.metric.isin(TIMING)].drop(columns="device").reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def shrunk_local(tmp_path_factory) -> Path:
+    """The shrunk study, run once locally: the reference of the Slurm, determinism and kill tests."""
+    workdir = make_workdir(tmp_path_factory.mktemp("shrunk") / "local", **SHRUNK)
+    snakemake(workdir, "--cores", "2")
+    return workdir
+
+
 @pytest.mark.pipeline
-def test_the_slurm_profile_runs_the_study_through_sbatch(tmp_path):
+def test_two_runs_of_a_study_give_identical_tables(tmp_path, shrunk_local):
+    again = make_workdir(tmp_path / "again", **SHRUNK)
+    snakemake(again, "--cores", "2")
+    pd.testing.assert_frame_equal(_table(shrunk_local), _table(again))
+
+
+@pytest.mark.pipeline
+def test_a_study_killed_mid_run_completes_to_the_same_table(tmp_path, shrunk_local):
+    workdir = make_workdir(tmp_path / "killed", **SHRUNK)
+    cmd = [SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2"]
+    proc = subprocess.Popen(
+        cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    runs = workdir / "results" / "runs"
+    deadline = time.time() + 600
+    while len(list(runs.rglob("metrics.json"))) < 3 and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # snakemake and every job it started
+    proc.wait()
+    assert not (workdir / "results" / "tables" / "metrics.csv").exists(), "the study ended before the kill"
+    snakemake(workdir, "--unlock")
+    snakemake(workdir, "--cores", "2", "--rerun-incomplete")
+    pd.testing.assert_frame_equal(_table(shrunk_local), _table(workdir))
+
+
+@pytest.mark.pipeline
+def test_diverged_runs_flow_through_the_tables_and_the_report(tmp_path):
+    workdir = make_workdir(
+        tmp_path / "diverged",
+        seeds=[1],
+        train={"epochs": 3, "lr": 1e20},
+        evaluate={"k": 10, "elbo_samples": 1},
+        arenas={
+            "binary": [],
+            "continuous": [{"family": "gaussian_fixed", "sigma": [0.01, 0.1]}, {"family": "mse"}],
+        },
+    )
+    snakemake(workdir, "--cores", "2")
+    metrics = _read(workdir)
+    models = metrics[metrics.family.isin(["gaussian_fixed", "mse"])]
+    assert set(models.status) == {"diverged"} and set(models.diverged_epoch) == {1.0}
+    summary = pd.read_csv(workdir / "results" / "tables" / "summary.csv")
+    rows = summary[summary.family.isin(["gaussian_fixed", "mse"])]
+    assert (rows.n == 0).all() and (rows.n_diverged == 1).all()
+    assert (workdir / "results" / "report.md").exists()
+    table = pd.read_csv(workdir / "results" / "tables" / "continuous.csv")
+    assert set(table.diverged) == {1}
+
+
+def test_config_values_never_reach_the_shell_unquoted(tmp_path):
+    marker = tmp_path / "PWNED"
+    workdir = make_workdir(tmp_path / "study", data_root=f"x; touch {marker} #$(touch {marker})")
+    snakemake(workdir, "--cores", "1", "results/data/digits.json")
+    assert (workdir / "results" / "data" / "digits.json").exists()
+    assert not marker.exists()
+
+
+@pytest.mark.pipeline
+def test_the_slurm_profile_runs_the_study_through_sbatch(tmp_path, shrunk_local):
     if not slurm_answers():
         # CI starts a cluster and sets VAESTUDY_TEST_SLURM=1: there a missing Slurm is a failure
         assert not os.environ.get("VAESTUDY_TEST_SLURM"), (
             "VAESTUDY_TEST_SLURM is set but Slurm does not answer"
         )
         pytest.skip("no Slurm here (start a one-node cluster with .ci/slurm-up)")
-    shrunk = dict(
-        seeds=[1, 2],
-        train={"epochs": 5},
-        evaluate={"k": 50, "elbo_samples": 2},
-        arenas={
-            "binary": [{"family": "bernoulli"}],
-            "continuous": [{"family": "gaussian_fixed", "sigma": [0.1, 1.0]}, {"family": "gaussian_optimal"}],
-        },
-    )
-    local = make_workdir(tmp_path / "local", **shrunk)
-    slurm = make_workdir(tmp_path / "slurm", **shrunk)
-    snakemake(local, "--cores", "2")
+    slurm = make_workdir(tmp_path / "slurm", **SHRUNK)
     proc = snakemake(
         slurm,
         "--profile",
@@ -255,6 +329,4 @@ def test_the_slurm_profile_runs_the_study_through_sbatch(tmp_path):
     submitted = log.count("SLURM jobid") + log.count("SLURM run ID")
     # data, feature net, anchors, 8 runs x 3, collect, figures, report texts
     assert submitted >= 1 + 1 + 2 + 3 * 8 + 3, log[-3000:]
-    a, b = _read(local), _read(slurm)
-    a, b = (t[~t.metric.isin(TIMING)].drop(columns="device").reset_index(drop=True) for t in (a, b))
-    pd.testing.assert_frame_equal(a, b)
+    pd.testing.assert_frame_equal(_table(shrunk_local), _table(slurm))

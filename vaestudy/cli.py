@@ -438,6 +438,17 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"vaestudy: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a folder not writable, a full disk: one line, never a traceback
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"vaestudy: error: cannot write or read{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from vaestudy.train import TrainingInterrupted
+
+        if not isinstance(exc, TrainingInterrupted):
+            raise
+        print(f"vaestudy: {exc}", file=sys.stderr)
+        return 143  # 128 + SIGTERM, as a shell reports a job ended by it
     except KeyboardInterrupt:
         print("vaestudy: interrupted", file=sys.stderr)
         return 130

@@ -103,7 +103,40 @@ def check_dataset(name: str) -> DataSet:
 
 def load_levels(name: str, root: str | None = None, download: bool = False) -> Levels:
     """Load a data set by name; torchvision sets read from root and download only when asked."""
-    return check_dataset(name).load(root, download)
+    return check_levels(check_dataset(name).load(root, download), name)
+
+
+def check_levels(data: Levels, name: str) -> Levels:
+    """Every pixel must be a grey level in 0..L-1 (no NaN, no fractions); returned as uint8."""
+    checked = {}
+    for split in ("train", "test"):
+        x = getattr(data, split)
+        if x is None:
+            checked[split] = None
+            continue
+        if x.is_floating_point():
+            require(
+                bool(torch.isfinite(x).all()),
+                f"data set {name}: its {split} split has NaN or infinite pixels",
+            )
+            require(
+                bool((x == x.round()).all()),
+                f"data set {name}: its {split} split has non-integer grey levels",
+            )
+        require(x.numel() > 0, f"data set {name}: its {split} split is empty")
+        lo, hi = int(x.min()), int(x.max())
+        require(
+            0 <= lo and hi <= data.levels - 1,
+            f"data set {name}: its {split} split has grey levels {lo}..{hi}, outside 0..{data.levels - 1}",
+        )
+        checked[split] = x.to(torch.uint8)
+    return Levels(
+        train=checked["train"],
+        test=checked["test"],
+        levels=data.levels,
+        train_labels=data.train_labels,
+        test_labels=data.test_labels,
+    )
 
 
 @dataclass

@@ -20,9 +20,10 @@ from torch.distributions import Independent, Normal
 
 from vaestudy.likelihoods import Calibrated, Likelihood
 from vaestudy.model import VAE, kl_standard_normal
-from vaestudy.train import FACTS, load_trained
+from vaestudy.train import FACTS, load_trained, seeds_of
 from vaestudy.utils import (
     atomic_write_json,
+    check_output_folder,
     device_name,
     exact_float32,
     generator,
@@ -158,6 +159,7 @@ def evaluate(
     require(k >= 1, f"K must be >= 1, got {k}")
     require(elbo_samples >= 1, f"elbo samples must be >= 1, got {elbo_samples}")
     require(max_elements >= 1, f"max elements must be >= 1, got {max_elements}")
+    check_output_folder(Path(out).parent)
     model, config, data, saved = load_trained(run_dir, device)
     run_dir, dev = Path(run_dir), data.device
     seed = config.seed if seed is None else seed
@@ -211,7 +213,7 @@ def evaluate(
         "eval_seconds": eval_seconds,
         "device": device_name(dev),
         "peak_memory_mb_train": train_facts.get("peak_memory_mb"),
-        "seeds": {"data": config.data_seed, "train": config.seed, "eval": seed},
+        "seeds": seeds_of(config, seed),
         "versions": versions(),
     }
     atomic_write_json(out, result)

@@ -17,7 +17,7 @@ from vaestudy.config import RunConfig
 from vaestudy.likelihoods import family_parameters, get_family
 from vaestudy.utils import UserError, require
 
-NAME_PART = re.compile(r"^[A-Za-z0-9_.\-]+$")
+NAME_PART = re.compile(r"^[A-Za-z0-9_.\-]+$")  # one path component: no '/', so no '..' escape
 
 
 def check_schema(study: dict[str, Any], schema_path: str | Path) -> None:
@@ -99,6 +99,12 @@ def expand_study(study: dict[str, Any]) -> list[Run]:
         "arenas: the grid is empty (list families under arenas.binary or arenas.continuous)",
     )
     model, train = study.get("model", {}), study.get("train", {})
+    dataset = study.get("dataset", "digits")
+    require(
+        dataset == "digits" or study.get("data_root"),
+        f"data_root: data set {dataset} is read by torchvision from a folder: set data_root (and download: true "
+        "to fetch it)",
+    )
     runs: list[Run] = []
     seen: dict[str, str] = {}
     for arena, entries in arenas.items():
@@ -114,8 +120,9 @@ def expand_study(study: dict[str, Any]) -> list[Run]:
                     f"{where}: run {config_name} is listed twice (also at {seen.get(config_name)})",
                 )
                 require(
-                    all(NAME_PART.match(p) for p in config_name.split("/")),
-                    f"{where}: run name {config_name!r} has characters outside [A-Za-z0-9_.-]",
+                    NAME_PART.match(label) is not None and not label.startswith("."),
+                    f"{where}: run name {config_name!r} has characters outside [A-Za-z0-9_.-] (or starts with "
+                    "'.'): a run must stay inside the results folder",
                 )
                 seen[config_name] = where
                 for seed in seeds:

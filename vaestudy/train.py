@@ -12,7 +12,9 @@ import csv
 import io
 import math
 import resource
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from vaestudy.utils import (
     atomic_torch_save,
     atomic_write_json,
     atomic_write_text,
+    check_output_folder,
     derive_seed,
     device_name,
     generator,
@@ -153,14 +156,64 @@ class _Progress:
             self.bar.close()
 
 
+def seeds_of(config: RunConfig, eval_seed: int | None = None) -> dict[str, Any]:
+    """Every seed a run uses, named for what it draws (the generators derive from these)."""
+    seeds = {
+        "data_split": config.data_seed,
+        "evaluation_draws": config.data_seed,  # the fixed binarisation / dequantisation of val and test
+        "initialisation": config.seed,
+        "training_batches_and_noise": config.seed,  # shuffling, dynamic binarisation / dequantisation, z
+    }
+    if eval_seed is not None:
+        seeds["evaluation"] = eval_seed
+    return seeds
+
+
+class TrainingInterrupted(Exception):
+    """SIGTERM (a scheduler's preemption or time limit): a checkpoint was written; rerun to resume."""
+
+
+class _SigtermFlag:
+    """Within the block, SIGTERM sets .raised instead of killing the process (main thread only)."""
+
+    def __init__(self):
+        self.raised = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.raised = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+        return False
+
+
 def train(config: RunConfig, out: str | Path, progress: bool | None = None) -> dict[str, Any]:
     """Train one model into the folder `out`, resuming from its checkpoint if one is there.
 
     Writes model.pt (final weights, config, status), history.csv and train.json. A non-finite
-    loss stops training: the last finite weights are kept and status is 'diverged'.
+    loss stops training: the last finite weights are kept and status is 'diverged'. A failure
+    leaves no new empty folder behind.
     """
     config.validate()
     out = Path(out)
+    check_output_folder(out)
+    created = not out.exists()
+    try:
+        return _train(config, out, progress)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
+
+
+def _train(config: RunConfig, out: Path, progress: bool | None) -> dict[str, Any]:
     device = resolve_device(config.device)
     data = load_data(config, device)
     require(
@@ -204,40 +257,62 @@ def train(config: RunConfig, out: str | Path, progress: bool | None = None) -> d
     bar = _Progress(config.epochs, start_epoch, label, progress)
     started = time.perf_counter()
     model.train()
-    for epoch in range(start_epoch + 1, config.epochs + 1):
-        if status != "ok":
-            break
-        t0 = time.perf_counter()
-        last_good = copy.deepcopy(model.state_dict())
-        g = generator(device, config.seed, "epoch", epoch)
-        sums = torch.zeros(3, dtype=torch.float64, device=device)
-        for x in data.batches(config.batch_size, g):
-            terms = model(x, g)
-            loss = terms["loss"].mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                sums += torch.stack([terms[k].sum() for k in ("loss", "rate", "distortion")]).double()
-        loss_sum, rate_sum, dist_sum = (float(v) / len(data) for v in sums)
-        if not math.isfinite(loss_sum):
-            status, diverged_epoch = "diverged", epoch
-            model.load_state_dict(last_good)
-            print(f"{label}: non-finite loss in epoch {epoch}: stopped, status diverged", file=sys.stderr)
-        val = validation_elbo(model, data.val, generator(device, config.seed, "val", epoch))
-        row = {
-            "epoch": epoch,
-            "loss": loss_sum,
-            "rate": rate_sum,
-            "distortion": dist_sum,
-            "sigma": model.likelihood.sigma(),
-            "val_elbo": val,
-            "seconds": time.perf_counter() - t0,
-        }
-        history.append(row)
-        bar.update(row)
-        if status != "ok" or epoch % config.checkpoint_every == 0 or epoch == config.epochs:
-            checkpoint(epoch)
+    with _SigtermFlag() as term:
+        for epoch in range(start_epoch + 1, config.epochs + 1):
+            if status != "ok":
+                break
+            t0 = time.perf_counter()
+            last_good = copy.deepcopy(model.state_dict())
+            last_good_optimizer = copy.deepcopy(optimizer.state_dict())
+            g = generator(device, config.seed, "epoch", epoch)
+            sums = torch.zeros(3, dtype=torch.float64, device=device)
+            for x in data.batches(config.batch_size, g):
+                if (
+                    term.raised
+                ):  # preempted mid-epoch: back to the epoch's start, which the checkpoint records
+                    model.load_state_dict(last_good)
+                    optimizer.load_state_dict(last_good_optimizer)
+                    checkpoint(epoch - 1)
+                    raise TrainingInterrupted(
+                        f"{out}: stopped by SIGTERM in epoch {epoch}; checkpoint at epoch "
+                        f"{epoch - 1} written, rerun the same command to resume"
+                    )
+                terms = model(x, g)
+                loss = terms["loss"].mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                with torch.no_grad():
+                    sums += torch.stack([terms[k].sum() for k in ("loss", "rate", "distortion")]).double()
+            loss_sum, rate_sum, dist_sum = (float(v) / len(data) for v in sums)
+            if not math.isfinite(loss_sum):
+                status, diverged_epoch = "diverged", epoch
+                model.load_state_dict(last_good)
+                print(f"{label}: non-finite loss in epoch {epoch}: stopped, status diverged", file=sys.stderr)
+            val = validation_elbo(model, data.val, generator(device, config.seed, "val", epoch))
+            row = {
+                "epoch": epoch,
+                "loss": loss_sum,
+                "rate": rate_sum,
+                "distortion": dist_sum,
+                "sigma": model.likelihood.sigma(),
+                "val_elbo": val,
+                "seconds": time.perf_counter() - t0,
+            }
+            history.append(row)
+            bar.update(row)
+            if (
+                status != "ok"
+                or epoch % config.checkpoint_every == 0
+                or epoch == config.epochs
+                or term.raised
+            ):
+                checkpoint(epoch)
+            if term.raised and status == "ok" and epoch < config.epochs:
+                raise TrainingInterrupted(
+                    f"{out}: stopped by SIGTERM after epoch {epoch}; checkpoint written, "
+                    "rerun the same command to resume"
+                )
     bar.close()
 
     model.eval()
@@ -253,7 +328,7 @@ def train(config: RunConfig, out: str | Path, progress: bool | None = None) -> d
         "device": device_name(device),
         "peak_memory_mb": _peak_memory_mb(device),
         "final_sigma": model.likelihood.sigma(),
-        "seeds": {"data": config.data_seed, "train": config.seed},
+        "seeds": seeds_of(config),
         "versions": versions(),
         "config": config.to_dict(),
     }

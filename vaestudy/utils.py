@@ -81,6 +81,16 @@ def torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
         raise UserError(f"cannot read {what} {path}: {first}") from None
 
 
+def check_output_folder(path: str | os.PathLike) -> None:
+    """Fail early, as a user error, where a folder cannot be created or written."""
+    path = Path(path).absolute()
+    for parent in (path, *path.parents):
+        if parent.exists():
+            require(parent.is_dir(), f"cannot create output folder {path}: {parent} is not a folder")
+            require(os.access(parent, os.W_OK | os.X_OK), f"cannot write into {parent} (permission denied)")
+            return
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' -> CUDA where present, else CPU; 'cuda' without a GPU is a user error."""
     require(
