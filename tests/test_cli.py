@@ -166,6 +166,22 @@ def test_console_script_exit_status_and_help():
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
 
 
+def test_numbers_in_e_notation_are_numbers(tmp_path):
+    from vaestudy.cli import build_parser, run_config_from_args
+
+    args = build_parser().parse_args(
+        ["train", "--lr", "1e-3", "--param", "sigma=1e-2", "--out", str(tmp_path)]
+    )
+    config = run_config_from_args(args)
+    assert config.lr == 0.001 and config.params["sigma"] == 0.01
+    (tmp_path / "run.yaml").write_text("lr: 1e-3\nparams: {sigma: 2e-1}\n")
+    args = build_parser().parse_args(
+        ["train", "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path)]
+    )
+    config = run_config_from_args(args)
+    assert config.lr == 0.001 and config.params["sigma"] == 0.2
+
+
 def test_train_then_evaluate_from_the_command_line(tmp_path, trained):
     out = tmp_path / "metrics.json"
     assert main(["evaluate", "--run", str(trained), "--out", str(out), "--k", "20", "--device", "cpu"]) == 0

@@ -22,6 +22,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parse_value(text: str):
+    """A flag's text as int, float (1e-3 included, which YAML 1.1 reads as a string), bool, null or str."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from vaestudy.data import ARENAS, check_dataset
-from vaestudy.likelihoods import build_likelihood, family_parameters, get_family
+from vaestudy.likelihoods import check_params, get_family
 from vaestudy.model import ACTIVATIONS, ARCHITECTURES
 from vaestudy.utils import UserError, require
 
@@ -48,8 +48,11 @@ class RunConfig:
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> RunConfig:
         require(isinstance(values, dict), f"{source}: expected a mapping of settings")
         known = {f.name: f for f in dataclasses.fields(cls)}
+        values = dict(values)
         for key, value in values.items():
             require(key in known, f"{source}: unknown setting {key!r}")
+            if known[key].type.startswith("float") and isinstance(value, str):
+                values[key] = value = _float_or_text(value)  # YAML 1.1 reads 1e-3 as a string
             _check_type(key, value, known[key].type, source)
         config = cls(**values)
         if isinstance(config.hidden, int):
@@ -78,7 +81,7 @@ class RunConfig:
     def validate_family(self, where: str = "params") -> None:
         """Check the family's parameters alone (sigma > 0, floor >= 0, ...)."""
         try:
-            build_likelihood(self.family, 1, self.params)
+            check_params(self.family, self.params)
         except UserError as exc:
             raise UserError(f"{where}: {exc}") from None
 
@@ -92,8 +95,7 @@ class RunConfig:
             f"family {self.family} has no meaning in the {self.arena} arena "
             f"(it belongs to: {', '.join(family.arenas)})",
         )
-        build_likelihood(self.family, 1, self.params)  # checks the family's parameters
-        self.params = {**family_parameters(self.family), **self.params}  # record the defaults used
+        self.params = check_params(self.family, self.params)  # checked, with the defaults used recorded
         require(
             self.architecture in ARCHITECTURES,
             f"unknown architecture {self.architecture!r} (known: {', '.join(ARCHITECTURES)})",
@@ -119,6 +121,13 @@ class RunConfig:
             value = getattr(self, key)
             require(value is None or value >= 1, f"{key} must be >= 1, got {value}")
         return self
+
+
+def _float_or_text(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _check_type(key: str, value: Any, annotation: str, source: str) -> None:

@@ -269,9 +269,9 @@ def get_family(name: str) -> type[Likelihood]:
     return REGISTRY[name]
 
 
-def build_likelihood(name: str, num_pixels: int, params: dict | None = None) -> Likelihood:
-    """Construct a family by name; unknown parameters and bad values are user errors."""
-    cls = get_family(name)
+def check_params(name: str, params: dict | None = None) -> dict:
+    """The family's parameters with their defaults filled in and numbers as numbers; raise UserError
+    for an unknown parameter or a bad value (by constructing the family once)."""
     params = dict(params or {})
     allowed = family_parameters(name)
     for key in params:
@@ -279,10 +279,26 @@ def build_likelihood(name: str, num_pixels: int, params: dict | None = None) -> 
             known = ", ".join(allowed) or "none"
             raise UserError(f"family {name} has no parameter {key!r} (it takes: {known})")
         default, value = allowed[key], params[key]
+        if isinstance(default, float) and isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+            try:
+                params[key] = value = float(value)
+            except ValueError:
+                pass
         if isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, int | float)):
             raise UserError(f"family {name}: {key} must be a number, got {value!r}")
         if isinstance(default, str) and not isinstance(value, str):
             raise UserError(f"family {name}: {key} must be a string, got {value!r}")
+    params = {**allowed, **params}
+    build_likelihood(name, 1, params, checked=True)
+    return params
+
+
+def build_likelihood(
+    name: str, num_pixels: int, params: dict | None = None, checked: bool = False
+) -> Likelihood:
+    """Construct a family by name; unknown parameters and bad values are user errors."""
+    cls = get_family(name)
+    params = dict(params or {}) if checked else check_params(name, params)
     try:
         return cls(num_pixels, **params)
     except (ValueError, TypeError) as exc:
