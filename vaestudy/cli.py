@@ -306,6 +306,18 @@ def _cmd_reference(args: argparse.Namespace) -> None:
     print(f"{len(copied)} files -> {args.out}")
 
 
+def _cmd_bench(args: argparse.Namespace) -> None:
+    from vaestudy.bench import format_table, run_bench
+    from vaestudy.utils import resolve_device
+
+    device = resolve_device(args.device)
+    print(f"benchmark on {device} (synthetic MNIST-shaped data; this takes a few minutes)", file=sys.stderr)
+    rows = run_bench(
+        device, args.train_images, args.repeats, args.iwae_images, args.k, args.max_elements, args.out
+    )
+    print(format_table(rows))
+
+
 def _cmd_families(args: argparse.Namespace) -> None:
     from vaestudy.likelihoods import REGISTRY, family_parameters
 
@@ -427,6 +439,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results", type=Path)
     p.add_argument("--out", default=Path("results/reference"), type=Path)
     p.set_defaults(func=_cmd_reference)
+
+    p = sub.add_parser("bench", help="trainer and IWAE against the textbook loop and the matmul rate")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--train-images", type=_positive_int("train images"), default=10_000)
+    p.add_argument(
+        "--repeats", type=_positive_int("repeats"), default=3, help="interleaved epochs of each loop"
+    )
+    p.add_argument("--iwae-images", type=_positive_int("iwae images"), default=20)
+    p.add_argument("--k", type=_positive_int("K"), default=5000)
+    p.add_argument("--max-elements", type=_positive_int("max elements"), default=2**22)
+    p.add_argument("--threads", type=_positive_int("threads"), default=None, help="CPU threads for torch")
+    p.add_argument("--out", type=Path, default=None, help="CSV file of the table")
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("families", help="list the decoder likelihood families")
     p.set_defaults(func=_cmd_families)

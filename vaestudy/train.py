@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,30 @@ def seeds_of(config: RunConfig, eval_seed: int | None = None) -> dict[str, Any]:
     return seeds
 
 
+def train_epoch(
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    data: ArenaData,
+    batch_size: int,
+    g: torch.Generator,
+    stop: Callable[[], bool] = lambda: False,
+) -> torch.Tensor | None:
+    """One epoch of Adam steps over index-sliced batches: the summed (loss, rate, distortion), or
+    None when stop() turned true before the epoch ended."""
+    sums = torch.zeros(3, dtype=torch.float64, device=data.device)
+    for x in data.batches(batch_size, g):
+        if stop():
+            return None
+        terms = model(x, g)
+        loss = terms["loss"].mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            sums += torch.stack([terms[k].sum() for k in ("loss", "rate", "distortion")]).double()
+    return sums
+
+
 class TrainingInterrupted(Exception):
     """SIGTERM (a scheduler's preemption or time limit): a checkpoint was written; rerun to resume."""
 
@@ -265,25 +290,15 @@ def _train(config: RunConfig, out: Path, progress: bool | None) -> dict[str, Any
             last_good = copy.deepcopy(model.state_dict())
             last_good_optimizer = copy.deepcopy(optimizer.state_dict())
             g = generator(device, config.seed, "epoch", epoch)
-            sums = torch.zeros(3, dtype=torch.float64, device=device)
-            for x in data.batches(config.batch_size, g):
-                if (
-                    term.raised
-                ):  # preempted mid-epoch: back to the epoch's start, which the checkpoint records
-                    model.load_state_dict(last_good)
-                    optimizer.load_state_dict(last_good_optimizer)
-                    checkpoint(epoch - 1)
-                    raise TrainingInterrupted(
-                        f"{out}: stopped by SIGTERM in epoch {epoch}; checkpoint at epoch "
-                        f"{epoch - 1} written, rerun the same command to resume"
-                    )
-                terms = model(x, g)
-                loss = terms["loss"].mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                with torch.no_grad():
-                    sums += torch.stack([terms[k].sum() for k in ("loss", "rate", "distortion")]).double()
+            sums = train_epoch(model, optimizer, data, config.batch_size, g, stop=lambda: term.raised)
+            if sums is None:  # preempted mid-epoch: back to the epoch's start, which the checkpoint records
+                model.load_state_dict(last_good)
+                optimizer.load_state_dict(last_good_optimizer)
+                checkpoint(epoch - 1)
+                raise TrainingInterrupted(
+                    f"{out}: stopped by SIGTERM in epoch {epoch}; checkpoint at epoch "
+                    f"{epoch - 1} written, rerun the same command to resume"
+                )
             loss_sum, rate_sum, dist_sum = (float(v) / len(data) for v in sums)
             if not math.isfinite(loss_sum):
                 status, diverged_epoch = "diverged", epoch

@@ -1,0 +1,292 @@
+"""`vaestudy bench`: the trainer and the evaluator side by side with the textbook loop and with the
+machine's own matrix-product rate, measured in one run on the current device.
+
+The textbook loop is that of pytorch/examples `vae/main.py`: a DataLoader over an MNIST-like data
+set whose items are converted one by one from a PIL image by `transforms.ToTensor()`, on the same
+MLP (784-500-500-20, batch 128, Adam). The data are synthetic, of MNIST's shape, and say so.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from vaestudy.data import ArenaData, Levels, make_splits
+from vaestudy.likelihoods import build_likelihood
+from vaestudy.model import VAE, ModelConfig
+from vaestudy.train import train_epoch
+from vaestudy.utils import atomic_write_text, exact_float32, generator
+
+HIDDEN, LATENT, SIDE = [500, 500], 20, 28
+
+
+def synthetic_levels(n: int, seed: int = 0) -> Levels:
+    """MNIST-shaped grey levels (n images of 28x28, L = 256): blurred random strokes, not MNIST."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand((n, 1, 7, 7), generator=g)
+    x = F.interpolate(x, size=(SIDE, SIDE), mode="bilinear", align_corners=False)
+    images = ((x - 0.55).clamp(min=0) * 600).clamp(max=255).round().to(torch.uint8)
+    return Levels(
+        train=images,
+        test=images[: max(1, n // 6)].clone(),
+        levels=256,
+        train_labels=torch.zeros(n, dtype=torch.long),
+        test_labels=torch.zeros(max(1, n // 6), dtype=torch.long),
+    )
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_rate(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of a large float32 matrix product (TF32 off): the machine's limit for this work."""
+    with exact_float32():
+        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+        a @ b
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        _sync(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - t0)
+
+
+def mlp_flops(batch: int) -> dict[str, float]:
+    """Matrix-product FLOPs of the 784-500-500-20 VAE: forward, and a training step (forward and backward)."""
+    enc = [(784, 500), (500, 500), (500, 2 * LATENT)]
+    dec = [(LATENT, 500), (500, 500), (500, 784)]
+    forward = sum(2 * batch * a * b for a, b in enc + dec)
+    # backward: weight gradients for every layer, input gradients for all but the first
+    backward = forward + forward - 2 * batch * 784 * 500
+    return {
+        "forward": forward,
+        "step": forward + backward,
+        "decoder_per_sample": sum(2 * a * b for a, b in dec),
+    }
+
+
+class TextbookVAE(nn.Module):
+    """pytorch/examples vae/main.py, with the benchmark's MLP sizes."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Sequential(nn.Linear(784, 500), nn.Tanh(), nn.Linear(500, 500), nn.Tanh())
+        self.mu, self.logvar = nn.Linear(500, LATENT), nn.Linear(500, LATENT)
+        self.dec = nn.Sequential(
+            nn.Linear(LATENT, 500), nn.Tanh(), nn.Linear(500, 500), nn.Tanh(), nn.Linear(500, 784)
+        )
+
+    def forward(self, x):
+        h = self.enc(x.view(-1, 784))
+        mu, logvar = self.mu(h), self.logvar(h)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return torch.sigmoid(self.dec(z)), mu, logvar
+
+
+def textbook_loader(levels: Levels, batch: int):
+    """torchvision's MNIST item path: uint8 array -> PIL image -> ToTensor(), one item at a time."""
+    from PIL import Image
+    from torch.utils.data import DataLoader, Dataset
+    from torchvision import transforms
+
+    class Items(Dataset):
+        def __init__(self, images):
+            self.images, self.to_tensor = images[:, 0].numpy(), transforms.ToTensor()
+
+        def __len__(self):
+            return len(self.images)
+
+        def __getitem__(self, i):
+            return self.to_tensor(Image.fromarray(self.images[i], mode="L")), 0
+
+    return DataLoader(Items(levels.train), batch_size=batch, shuffle=True)
+
+
+def textbook_epoch(model: TextbookVAE, optimizer, loader, device: torch.device) -> int:
+    model.train()
+    seen = 0
+    for x, _ in loader:
+        x = x.to(device)
+        optimizer.zero_grad()
+        recon, mu, logvar = model(x)
+        bce = F.binary_cross_entropy(recon, x.view(-1, 784), reduction="sum")
+        kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+        (bce + kld).backward()
+        optimizer.step()
+        seen += len(x)
+    return seen
+
+
+def bench_training(device: torch.device, n: int, repeats: int, batch: int = 128) -> dict[str, Any]:
+    """Images/s of the vaestudy trainer and of the textbook loop, interleaved epochs, medians."""
+    levels = synthetic_levels(n)
+    data = ArenaData(make_splits(levels, 0, val_fraction=0.01), "binary", device, 0)
+    model = VAE(
+        ModelConfig(shape=(1, SIDE, SIDE), latent=LATENT, hidden=HIDDEN), build_likelihood("bernoulli", 784)
+    )
+    model.to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    textbook = TextbookVAE().to(device)
+    textbook_opt = torch.optim.Adam(textbook.parameters(), lr=1e-3)
+    loader = textbook_loader(levels, batch)
+    ours, theirs = [], []
+    train_epoch(model, optimizer, data, batch, generator(device, 0, "warm-up"))  # warm-up
+    for r in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        train_epoch(model, optimizer, data, batch, generator(device, 0, "bench", r))
+        _sync(device)
+        ours.append(len(data) / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        seen = textbook_epoch(textbook, textbook_opt, loader, device)
+        _sync(device)
+        theirs.append(seen / (time.perf_counter() - t0))
+    ours_rate, theirs_rate = statistics.median(ours), statistics.median(theirs)
+    step_flops = mlp_flops(batch)["step"] / batch  # per image
+    return {
+        "train_images_per_s": ours_rate,
+        "textbook_images_per_s": theirs_rate,
+        "train_speedup_vs_textbook": ours_rate / theirs_rate,
+        "train_flops_per_s": ours_rate * step_flops,
+        "train_images": len(data),
+    }
+
+
+def bench_iwae(device: torch.device, images: int, k: int, max_elements: int) -> dict[str, Any]:
+    """Seconds per test image of IWAE at K, and its achieved matrix-product FLOP rate."""
+    from vaestudy.evaluate import iwae
+
+    model = VAE(
+        ModelConfig(shape=(1, SIDE, SIDE), latent=LATENT, hidden=HIDDEN), build_likelihood("bernoulli", 784)
+    )
+    model.to(device).eval()
+    x = torch.bernoulli(torch.full((images, 784), 0.2, device=device), generator=generator(device, 0, "x"))
+    with exact_float32():
+        iwae(model, x[:2], min(k, 100), generator(device, 0, "warm-up"), max_elements=max_elements)
+        _sync(device)
+        t0 = time.perf_counter()
+        iwae(model, x, k, generator(device, 0, "iwae"), max_elements=max_elements)
+        _sync(device)
+        seconds = time.perf_counter() - t0
+    flops = images * k * mlp_flops(1)["decoder_per_sample"]
+    return {
+        "iwae_seconds_per_image": seconds / images,
+        "iwae_flops_per_s": flops / seconds,
+        "iwae_images": images,
+        "k": k,
+    }
+
+
+def iwae_peak_memory_mb(images: int, k: int, max_elements: int, device: str) -> float:
+    """Peak memory of IWAE over `images` test images, measured in a fresh process (CPU: the peak of
+    its resident memory, sampled every millisecond, above the level before IWAE; CUDA: torch's peak
+    allocation)."""
+    code = f"""
+import threading, time, psutil, torch
+from vaestudy.bench import bench_iwae
+from vaestudy.utils import resolve_device
+dev = resolve_device({device!r})
+proc, peak, done = psutil.Process(), [0], threading.Event()
+def sample():
+    while not done.is_set():
+        peak[0] = max(peak[0], proc.memory_info().rss)
+        time.sleep(0.001)
+bench_iwae(dev, 1, 10, {max_elements})  # warm-up: libraries loaded, first allocations made
+base = proc.memory_info().rss
+thread = threading.Thread(target=sample)
+thread.start()
+bench_iwae(dev, {images}, {k}, {max_elements})
+done.set()
+thread.join()
+if dev.type == "cuda":
+    print(torch.cuda.max_memory_allocated(dev) / 2**20)
+else:
+    print((peak[0] - base) / 2**20)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def run_bench(
+    device: torch.device,
+    train_images: int = 10_000,
+    repeats: int = 3,
+    iwae_images: int = 20,
+    k: int = 5000,
+    max_elements: int = 2**22,
+    out_csv: str | Path | None = None,
+) -> list[dict[str, Any]]:
+    """The whole benchmark; returns rows (measure, value, reference, ratio, target) and writes them as CSV."""
+    peak = matmul_rate(device)
+    train = bench_training(device, train_images, repeats)
+    peak_after = matmul_rate(device)
+    limit = max(peak, peak_after)
+    ev = bench_iwae(device, iwae_images, k, max_elements)
+    mem_small = iwae_peak_memory_mb(iwae_images, k, max_elements, str(device))
+    mem_large = iwae_peak_memory_mb(4 * iwae_images, k, max_elements, str(device))
+    cpu = device.type == "cpu"
+    rows = [
+        (
+            "trainer images/s vs textbook loop",
+            train["train_images_per_s"],
+            train["textbook_images_per_s"],
+            train["train_speedup_vs_textbook"],
+            1.8 if cpu else 10.0,
+        ),
+        (
+            "training step FLOP/s vs large matmul",
+            train["train_flops_per_s"],
+            limit,
+            train["train_flops_per_s"] / limit,
+            0.5 if cpu else math.nan,
+        ),
+        (
+            "IWAE FLOP/s vs large matmul",
+            ev["iwae_flops_per_s"],
+            limit,
+            ev["iwae_flops_per_s"] / limit,
+            0.7 if cpu else math.nan,
+        ),
+        (f"IWAE s/image at K={k}", ev["iwae_seconds_per_image"], math.nan, math.nan, math.nan),
+        (
+            f"IWAE peak MB, {4 * iwae_images} vs {iwae_images} images",
+            mem_large,
+            mem_small,
+            mem_large / mem_small if mem_small > 0 else math.nan,
+            math.nan,
+        ),
+    ]
+    table = [
+        {"measure": m, "value": v, "reference": r, "ratio": q, "target_ratio": t, "device": str(device)}
+        for m, v, r, q, t in rows
+    ]
+    if out_csv is not None:
+        import pandas as pd
+
+        atomic_write_text(out_csv, pd.DataFrame(table).to_csv(index=False))
+    return table
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    def num(x):
+        return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
+
+    width = max(len(r["measure"]) for r in rows)
+    lines = [f"{'measure':{width}s}  {'value':>11s}  {'reference':>11s}  {'ratio':>7s}  {'target':>7s}"]
+    for r in rows:
+        lines.append(
+            f"{r['measure']:{width}s}  {num(r['value']):>11s}  {num(r['reference']):>11s}  "
+            f"{num(r['ratio']):>7s}  {num(r['target_ratio']):>7s}"
+        )
+    return "\n".join(lines)
