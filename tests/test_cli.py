@@ -59,6 +59,15 @@ def case_model_file(content: bytes, k="10"):
     return make
 
 
+def case_truncated_idx(tmp):
+    from conftest import write_mnist
+
+    write_mnist(tmp / "data")
+    path = tmp / "data" / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:5000])
+    return ["train", *TINY, "--dataset", "mnist", "--data-root", str(tmp / "data"), "--out", str(tmp / "out")]
+
+
 class _Evil:
     def __reduce__(self):
         return (os.system, ("echo pwned > /tmp/vaestudy-pwned",))
@@ -101,6 +110,7 @@ CASES = {
         "config file",
     ),
     "truncated checkpoint": (case_checkpoint(b"PK\x03\x04truncated"), "cannot read checkpoint"),
+    "truncated IDX file": (case_truncated_idx, "cannot read mnist under"),
     "pickle with code": (case_checkpoint(pickle.dumps(_Evil())), "cannot read checkpoint"),
     "model file garbage": (case_model_file(b"\x00" * 100), "cannot read model file"),
     "model file missing": (
