@@ -195,6 +195,16 @@ def make_splits(
     )
 
 
+def binarise(k: torch.Tensor, levels: int, g: torch.Generator) -> torch.Tensor:
+    """x ~ Bernoulli(k / (L-1)) for float grey levels k."""
+    return torch.bernoulli(k / (levels - 1), generator=g)
+
+
+def dequantise(k: torch.Tensor, levels: int, g: torch.Generator) -> torch.Tensor:
+    """y = (k + u) / L, u ~ U[0, 1), for float grey levels k."""
+    return (k + torch.rand(k.shape, generator=g, device=k.device)) / levels
+
+
 class ArenaData:
     """One data set in one arena, on one device: training batches and fixed evaluation draws."""
 
@@ -219,9 +229,7 @@ class ArenaData:
     def transform(self, levels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """Binarise or dequantise a batch of levels into float32 model inputs in [0, 1]."""
         k = levels.to(torch.float32)
-        if self.arena == "binary":
-            return torch.bernoulli(k / (self.levels - 1), generator=g)
-        return (k + torch.rand(k.shape, generator=g, device=k.device)) / self.levels
+        return binarise(k, self.levels, g) if self.arena == "binary" else dequantise(k, self.levels, g)
 
     def train_fixed(self) -> torch.Tensor:
         """The training split under one fixed seeded draw (for fits after training)."""

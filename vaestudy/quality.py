@@ -22,7 +22,7 @@ import scipy.linalg
 import torch
 from torch import nn
 
-from vaestudy.data import ArenaData
+from vaestudy.data import ArenaData, binarise, dequantise
 from vaestudy.utils import (
     UserError,
     atomic_torch_save,
@@ -71,8 +71,8 @@ class FeatureNet(nn.Module):
 def _both_arenas(levels: torch.Tensor, num_levels: int, g: torch.Generator) -> torch.Tensor:
     """Half the batch dequantised, half binarised: one network serves both arenas."""
     k = levels.float()
-    grey = (k + torch.rand(k.shape, generator=g, device=k.device)) / num_levels
-    binary = torch.bernoulli(k / (num_levels - 1), generator=g)
+    grey = dequantise(k, num_levels, g)
+    binary = binarise(k, num_levels, g)
     pick = torch.rand((len(k), 1), generator=g, device=k.device) < 0.5
     return torch.where(pick, binary, grey)
 
