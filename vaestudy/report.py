@@ -429,20 +429,6 @@ def conclusions(ans: list[Answer]) -> dict[str, str]:
     return {k: "\n\n".join(v) + "\n" for k, v in per.items()}
 
 
-FIGURE_TEXT = {
-    "sigma_sweep": "Each metric against the fixed sigma; learned, fitted and implied sigmas as points, the others as lines.",
-    "rate_distortion": "Rate against the MSE of the decoder mean: the sigma sweep traces a beta-VAE-like trade-off.",
-    "active_units": "Active units against sigma: posterior collapse as sigma grows.",
-    "iwae_convergence": "The importance-weighted bound against K: how far the ELBO is from the log-likelihood.",
-    "bpd_by_model": "Bits per dimension: each model's own (where normalised) and the calibrated Gaussian (one scale).",
-    "sample_quality": "FID of decoder means, true draws and reconstructions, with the anchors (test images, noise).",
-    "training_loss": "Training loss per epoch.",
-    "training_rate": "Rate per epoch.",
-    "training_distortion": "Distortion per epoch.",
-    "training_sigma": "Learned, fitted or fixed sigma per epoch.",
-}
-
-
 def report_markdown(
     ans: list[Answer],
     info: dict[str, Any],
@@ -513,7 +499,9 @@ def write_report(
     written = {}
     written["front"] = out / "report" / "front.rst"
     atomic_write_text(written["front"], front_page_rst(ans, info))
-    for name in FIGURE_TEXT:
+    from vaestudy.figures import FIGURES  # the figure names; their captions live in workflow/report/
+
+    for name in FIGURES:
         text = conclusions(ans).get(name, "")
         atomic_write_text(
             out / "report" / "conclusions" / f"{name}.rst",
