@@ -23,7 +23,7 @@ from torch.nn import functional as F
 from vaestudy.data import ArenaData, Levels, make_splits
 from vaestudy.likelihoods import build_likelihood
 from vaestudy.model import VAE, ModelConfig
-from vaestudy.train import train_epoch
+from vaestudy.train import make_optimizer, train_epoch
 from vaestudy.utils import atomic_write_text, exact_float32, generator
 
 HIDDEN, LATENT, SIDE = [500, 500], 20, 28
@@ -136,7 +136,7 @@ def bench_training(device: torch.device, n: int, repeats: int, batch: int = 128)
         ModelConfig(shape=(1, SIDE, SIDE), latent=LATENT, hidden=HIDDEN), build_likelihood("bernoulli", 784)
     )
     model.to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = make_optimizer(model, 1e-3)
     textbook = TextbookVAE().to(device)
     textbook_opt = torch.optim.Adam(textbook.parameters(), lr=1e-3)
     loader = textbook_loader(levels, batch)
