@@ -1,5 +1,6 @@
 # vaestudy: what p(x|z) should a VAE decoder be?
-# config.yaml -> schema check -> grid of runs -> prepare data -> train -> evaluate -> sample quality
+# config.yaml -> schema check -> grid of runs -> prepare data, feature network -> one job per model
+# (train, evaluate, sample quality)
 # -> collect tables -> figures and report texts (snakemake --report results/report.html).
 import sys
 
@@ -26,9 +27,8 @@ validate(config, SCHEMA, set_default=True)
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
-include: "workflow/rules/train.smk"
-include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/quality.smk"
+include: "workflow/rules/model.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/report.smk"
 

@@ -40,3 +40,67 @@ def test_the_benchmark_table_is_complete_and_consistent(tmp_path):
         assert r["value"] > 0 and r["reference"] > 0
         assert math.isclose(r["ratio"], r["value"] / r["reference"], rel_tol=1e-9)
     assert (tmp_path / "bench.csv").read_text().count("\n") == 6
+
+
+def _write_study(results, jobs):
+    """Snakemake benchmark files and logs as a finished study leaves them."""
+    from vaestudy.utils import STARTUP_LINE
+
+    for i, (seconds, startup) in enumerate(jobs):
+        bench = results / "benchmarks" / "model" / f"run{i}.tsv"
+        bench.parent.mkdir(parents=True, exist_ok=True)
+        bench.write_text(
+            "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+            f"{seconds}\t0:00:10\t100\t200\t90\t95\t0\t1\t50\t9\n"
+        )
+        log = results / "logs" / "model" / f"run{i}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"{STARTUP_LINE}{startup:.3f} s\nepoch 1/2 loss 3.0\n")
+
+
+def test_pipeline_startup_share_sums_logs_and_benchmark_files(tmp_path):
+    from vaestudy.bench import pipeline_startup
+
+    _write_study(tmp_path, [(10.0, 1.5), (4.0, 2.0), (6.0, 0.5)])
+    share = pipeline_startup(tmp_path)
+    assert share["jobs"] == share["jobs_with_startup_line"] == 3
+    assert math.isclose(share["job_seconds"], 20.0) and math.isclose(share["startup_seconds"], 4.0)
+    assert math.isclose(share["startup_share"], 0.2)
+
+
+def test_pipeline_startup_of_an_unrun_study_is_one_line(tmp_path, capsys):
+    from vaestudy.cli import main
+
+    assert main(["bench", "--pipeline", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no benchmark files" in err
+
+
+def test_startup_seconds_is_within_the_process_wall_time_seen_from_outside():
+    """The child's own measure of its start-up (from /proc) lies between 0 and the wall time the
+    parent measured around the whole child process."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    code = "import torch, vaestudy.train\nfrom vaestudy.utils import log_startup\nlog_startup()\n"
+    env = {**os.environ, "VAESTUDY_LOG_STARTUP": "1"}
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    wall = time.monotonic() - t0
+    from vaestudy.utils import STARTUP_LINE
+
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith(STARTUP_LINE)
+    seconds = float(line[len(STARTUP_LINE) :].split()[0])
+    assert 0.05 < seconds <= wall + 0.011  # a clock tick of slack; importing torch takes > 50 ms
+    # without the variable: silent
+    quiet = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={k: v for k, v in os.environ.items() if k != "VAESTUDY_LOG_STARTUP"},
+    )
+    assert quiet.stderr == ""

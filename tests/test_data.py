@@ -17,6 +17,14 @@ def test_digits_are_bundled_with_17_levels():
     assert int(data.train.max()) == 16 and data.test is None
 
 
+def test_digits_equal_scikit_learns_loader():
+    from sklearn.datasets import load_digits
+
+    digits, data = load_digits(), load_levels("digits")
+    assert np.array_equal(data.train[:, 0].numpy(), digits.images.astype(np.uint8))
+    assert np.array_equal(data.train_labels.numpy(), digits.target)
+
+
 def test_splits_are_seeded_disjoint_and_complete():
     data = load_levels("digits")
     a, b = make_splits(data, 0), make_splits(data, 0)

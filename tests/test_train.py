@@ -209,3 +209,64 @@ def test_the_conv_model_trains_on_mnist_files(tmp_path):
     result = evaluate(tmp_path / "run", tmp_path / "m.json", k=10, device="cpu", elbo_samples=2)
     assert result["num_pixels"] == 784 and result["levels"] == 256 and result["test_images"] == 20
     assert math.isfinite(result["metrics"]["calibrated_bpd"])
+
+
+def test_fused_adam_equals_torch_optim_fused_adam_bit_for_bit():
+    """FusedAdam (no torch.optim, so no torch._dynamo import) against torch.optim.Adam(fused=True),
+    with a parameter that gets no gradient, and its state through a save and load."""
+    from torch import nn
+
+    from vaestudy.train import FusedAdam
+
+    def net():
+        torch.manual_seed(0)
+        m = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3))
+        m.unused = nn.Parameter(torch.ones(2))
+        return m
+
+    ours, ref = net(), net()
+    opt = FusedAdam(ours.parameters(), lr=1e-2)
+    ref_opt = torch.optim.Adam(ref.parameters(), lr=1e-2, fused=True)
+    g = torch.Generator().manual_seed(1)
+    for step in range(6):
+        x = torch.randn(4, 5, generator=g)
+        for m, o in ((ours, opt), (ref, ref_opt)):
+            o.zero_grad(set_to_none=True)
+            m(x).pow(2).sum().backward()
+            o.step()
+        if step == 2:  # a resumed optimizer continues identically
+            saved = opt.state_dict()
+            opt = FusedAdam(ours.parameters(), lr=1e-2)
+            opt.load_state_dict(saved)
+    for a, b in zip(ours.parameters(), ref.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(ours.unused, torch.ones(2))  # no gradient: untouched, as torch.optim does
+    # and it is Adam: torch's default (for-loop) Adam agrees to float32 rounding
+    loop, loop_opt = net(), None
+    loop_opt = torch.optim.Adam(loop.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(6):
+        x = torch.randn(4, 5, generator=g)
+        loop_opt.zero_grad()
+        loop(x).pow(2).sum().backward()
+        loop_opt.step()
+    for a, b in zip(ours.parameters(), loop.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_training_does_not_import_torch_dynamo():
+    """The start-up the pipeline pays per model: no torch._dynamo (a second) in a training process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from vaestudy.config import RunConfig\n"
+        "from vaestudy.train import train\n"
+        "import tempfile\n"
+        "cfg = RunConfig(epochs=1, device='cpu', batch_size=32, max_train=64, max_test=32)\n"
+        "train(cfg, tempfile.mkdtemp() + '/run', progress=False)\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stdout + out.stderr

@@ -76,14 +76,12 @@ def test_dry_run_of_the_default_study_lists_every_job(tmp_path):
         "prepare_data": 1,
         "feature_net": 1,
         "anchors": 2,
-        "train": runs,
-        "evaluate": runs,
-        "quality": runs,
+        "model": runs,
         "collect": 1,
         "figures": 1,
         "report_text": 1,
         "all": 1,
-        "total": 3 * runs + 8,
+        "total": runs + 8,
     }
 
 
@@ -93,7 +91,7 @@ def test_dry_run_of_every_published_study(tmp_path, study):
     proc = snakemake(workdir, "-n", "--configfile", str(ROOT / "workflow" / "studies" / f"{study}.yaml"))
     counts = planned_jobs(proc)
     configs = 14 if study == "cifar10" else 15
-    assert counts["train"] == counts["evaluate"] == counts["quality"] == 3 * configs
+    assert counts["model"] == 3 * configs
     assert f"results/{study}/runs/continuous/gaussian_fixed-s0.01/seed1/model.pt" in proc.stdout
 
 
@@ -201,14 +199,12 @@ def test_the_default_study_end_to_end(tmp_path):
     shutil.rmtree(workdir / "results" / "runs" / "continuous" / "gaussian_fixed-s0.1" / "seed2")
     counts = planned_jobs(snakemake(workdir, "-n"))
     assert counts == {
-        "train": 1,
-        "evaluate": 1,
-        "quality": 1,
+        "model": 1,
         "collect": 1,
         "figures": 1,
         "report_text": 1,
         "all": 1,
-        "total": 7,
+        "total": 5,
     }
 
 

@@ -272,10 +272,65 @@ def run_bench(
         for m, v, r, q, t in rows
     ]
     if out_csv is not None:
-        import pandas as pd
-
-        atomic_write_text(out_csv, pd.DataFrame(table).to_csv(index=False))
+        write_rows(table, out_csv)
     return table
+
+
+def pipeline_startup(results: str | Path) -> dict[str, float]:
+    """The share of a finished study's job time spent in process start-up and imports.
+
+    Job time: the seconds (`s`) of every Snakemake `benchmark:` file under RESULTS/benchmarks.
+    Start-up: the line that every vaestudy command writes to its log under RESULTS/logs as its
+    work begins (the seconds from the process's creation: interpreter, imports, argument parsing).
+    """
+    import csv
+
+    from vaestudy.utils import STARTUP_LINE, UserError
+
+    results = Path(results)
+    tables = sorted((results / "benchmarks").rglob("*.tsv"))
+    if not tables:
+        raise UserError(f"no benchmark files under {results / 'benchmarks'}: run the study first")
+    job_seconds = 0.0
+    for table in tables:
+        with table.open(newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+        if not rows or "s" not in rows[0]:
+            raise UserError(f"{table} is not a Snakemake benchmark file")
+        job_seconds += float(rows[0]["s"])
+    startup, logged = 0.0, 0
+    for log in sorted((results / "logs").rglob("*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith(STARTUP_LINE):
+                startup += float(line[len(STARTUP_LINE) :].split()[0])
+                logged += 1
+    return {
+        "jobs": len(tables),
+        "jobs_with_startup_line": logged,
+        "job_seconds": job_seconds,
+        "startup_seconds": startup,
+        "startup_share": startup / job_seconds if job_seconds > 0 else math.nan,
+    }
+
+
+def pipeline_rows(results: str | Path) -> list[dict[str, Any]]:
+    s = pipeline_startup(results)
+    return [
+        {
+            "measure": f"pipeline start-up s vs job s ({s['jobs']} jobs)",
+            "value": s["startup_seconds"],
+            "reference": s["job_seconds"],
+            "ratio": s["startup_share"],
+            "target_ratio": 0.2,
+            "device": str(results),
+        }
+    ]
+
+
+def write_rows(rows: list[dict[str, Any]], out_csv: str | Path) -> None:
+    import pandas as pd
+
+    atomic_write_text(out_csv, pd.DataFrame(rows).to_csv(index=False))
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from vaestudy.config import RunConfig
-from vaestudy.utils import UserError, require
+from vaestudy.utils import UserError, log_startup, require
 
 
 class _Parser(argparse.ArgumentParser):
@@ -94,6 +94,7 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
 def _cmd_train(args: argparse.Namespace) -> None:
     from vaestudy.train import train
 
+    log_startup()
     config = run_config_from_args(args)
     facts = train(config, args.out, progress=None)
     print(f"{args.out}: {facts['status']} after {facts['epochs']} epochs ({facts['seconds']:.1f}s)")
@@ -115,6 +116,7 @@ def _positive_int(name: str):
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from vaestudy.evaluate import evaluate
 
+    log_startup()
     evaluate(
         args.run,
         args.out,
@@ -127,9 +129,43 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     print(args.out)
 
 
+def _cmd_model(args: argparse.Namespace) -> None:
+    """Train, evaluate and score one model in one process (the pipeline's job per model)."""
+    import vaestudy.quality  # noqa: F401  (imported before the start-up is logged)
+    from vaestudy.evaluate import evaluate
+    from vaestudy.train import train
+
+    log_startup()
+    config = run_config_from_args(args)
+    require(args.feature_net.is_file(), f"feature network {args.feature_net} not found")
+    facts = train(config, args.out, progress=None)
+    print(f"{args.out}: {facts['status']} after {facts['epochs']} epochs ({facts['seconds']:.1f}s)")
+    evaluate(
+        args.out,
+        args.out / "metrics.json",
+        k=args.k,
+        device=config.device,
+        elbo_samples=args.elbo_samples,
+        max_elements=args.max_elements,
+    )
+    _quality(
+        args.out,
+        args.feature_net,
+        args.samples,
+        args.quality_k,
+        None,
+        config.device,
+        args.out / "quality.json",
+        args.figure,
+    )
+    print(f"{args.out}: trained, evaluated and scored")
+
+
 def _cmd_prepare(args: argparse.Namespace) -> None:
     from vaestudy.data import load_levels, make_splits
     from vaestudy.utils import atomic_write_json
+
+    log_startup()
 
     levels = load_levels(args.dataset, args.data_root, args.download)
     splits = make_splits(levels, args.data_seed, args.val_fraction, args.test_fraction)
@@ -151,6 +187,8 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
 
 def _cmd_collect(args: argparse.Namespace) -> None:
     from vaestudy.tables import write_tables
+
+    log_startup()
 
     metrics = write_tables(
         args.metrics,
@@ -212,6 +250,8 @@ def _cmd_feature_net(args: argparse.Namespace) -> None:
     from vaestudy.quality import save_feature_net, train_feature_net
     from vaestudy.utils import atomic_write_json
 
+    log_startup()
+
     data = _data_from_args(args, "continuous")
     net, facts = train_feature_net(data, epochs=args.epochs, seed=args.seed)
     facts["dataset"] = args.dataset
@@ -224,6 +264,8 @@ def _cmd_anchors(args: argparse.Namespace) -> None:
     from vaestudy.quality import anchors, load_feature_net
     from vaestudy.utils import atomic_write_json
 
+    log_startup()
+
     data = _data_from_args(args, args.arena)
     net = load_feature_net(args.feature_net, data.device)
     result = anchors(net, data, args.samples, args.seed, args.k)
@@ -234,37 +276,45 @@ def _cmd_anchors(args: argparse.Namespace) -> None:
 
 
 def _cmd_quality(args: argparse.Namespace) -> None:
+    import vaestudy.quality  # noqa: F401  (imported before the start-up is logged)
+
+    log_startup()
+    _quality(args.run, args.feature_net, args.samples, args.k, args.seed, args.device, args.out, args.figure)
+
+
+def _quality(run, feature_net, samples, k, seed, device, out, figure) -> None:
+    """Sample quality of the model trained in `run`: the JSON `out` and, if asked, the PNG `figure`."""
     from vaestudy.quality import load_feature_net, sample_figure, score_model, write_quality
     from vaestudy.train import load_trained
     from vaestudy.utils import exact_float32
 
-    model, config, data, saved = load_trained(args.run, args.device)
-    net = load_feature_net(args.feature_net, data.device)
+    model, config, data, saved = load_trained(run, device)
+    net = load_feature_net(feature_net, data.device)
     require(
         tuple(net.shape) == tuple(data.shape),
-        f"{args.feature_net} is for images of shape {net.shape}, not {data.shape}",
+        f"{feature_net} is for images of shape {net.shape}, not {data.shape}",
     )
-    seed = config.seed if args.seed is None else args.seed
+    seed = config.seed if seed is None else seed
     with exact_float32():
-        result = score_model(model, net, data, args.samples, seed, args.k)
+        result = score_model(model, net, data, samples, seed, k)
     result.update(
         {
-            "run": str(args.run),
+            "run": str(run),
             "status": saved["status"],
             "config": config.to_dict(),
             "seed": seed,
             "clipped_for_features": True,
         }
     )
-    if args.figure:
+    if figure:
         sample_figure(
             result["kinds"],
             data.test,
             data.shape,
-            args.figure,
+            figure,
             title=f"{config.arena} / {config.family} {config.params} / seed {config.seed}",
         )
-    write_quality(result, args.out)
+    write_quality(result, out)
     m = result["metrics"]
     print(f"fid_mean {m['fid_mean']:.3f} fid_draw {m['fid_draw']:.3f} fid_recon {m['fid_recon']:.3f}")
 
@@ -273,6 +323,8 @@ def _cmd_figures(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from vaestudy.figures import all_figures
+
+    log_startup()
 
     def read(path):
         try:
@@ -287,6 +339,8 @@ def _cmd_figures(args: argparse.Namespace) -> None:
 
 def _cmd_report(args: argparse.Namespace) -> None:
     from vaestudy.report import write_report
+
+    log_startup()
 
     config_text = (
         args.config_text
@@ -307,9 +361,15 @@ def _cmd_reference(args: argparse.Namespace) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
-    from vaestudy.bench import format_table, run_bench
+    from vaestudy.bench import format_table, pipeline_rows, run_bench, write_rows
     from vaestudy.utils import resolve_device
 
+    if args.pipeline is not None:  # a finished study's logs and benchmark files, no device work
+        rows = pipeline_rows(args.pipeline)
+        if args.out is not None:
+            write_rows(rows, args.out)
+        print(format_table(rows))
+        return
     device = resolve_device(args.device)
     print(f"benchmark on {device} (synthetic MNIST-shaped data; this takes a few minutes)", file=sys.stderr)
     rows = run_bench(
@@ -327,19 +387,7 @@ def _cmd_families(args: argparse.Namespace) -> None:
         print(f"{name:26s} arenas: {','.join(cls.arenas):18s} params: {params:24s} {doc}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="vaestudy", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    p = sub.add_parser("train", help="train one VAE into a folder (resumes from its checkpoint)")
-    _add_run_arguments(p)
-    p.add_argument("--out", required=True, type=Path, help="output folder of the run")
-    p.add_argument("--threads", type=_positive_int("threads"), default=None, help="CPU threads for torch")
-    p.set_defaults(func=_cmd_train)
-
-    p = sub.add_parser("evaluate", help="evaluate a trained run on its test split")
-    p.add_argument("--run", required=True, type=Path, help="folder written by vaestudy train")
-    p.add_argument("--out", required=True, type=Path, help="metrics JSON file to write")
+def _add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=_positive_int("K"), default=100, help="importance samples (default 100)")
     p.add_argument(
         "--elbo-samples",
@@ -353,10 +401,45 @@ def build_parser() -> argparse.ArgumentParser:
         default=2**24,
         help="memory bound: decoder-output floats alive at once in IWAE (default 2^24)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="vaestudy", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train one VAE into a folder (resumes from its checkpoint)")
+    _add_run_arguments(p)
+    p.add_argument("--out", required=True, type=Path, help="output folder of the run")
+    p.add_argument("--threads", type=_positive_int("threads"), default=None, help="CPU threads for torch")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a trained run on its test split")
+    p.add_argument("--run", required=True, type=Path, help="folder written by vaestudy train")
+    p.add_argument("--out", required=True, type=Path, help="metrics JSON file to write")
+    _add_evaluate_arguments(p)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's seed)")
     p.add_argument("--threads", type=_positive_int("threads"), default=None, help="CPU threads for torch")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser(
+        "model", help="train, evaluate and score one model in one process (the pipeline's job per model)"
+    )
+    _add_run_arguments(p)
+    p.add_argument(
+        "--out", required=True, type=Path, help="run folder (model, history, metrics.json, quality.json)"
+    )
+    p.add_argument("--threads", type=_positive_int("threads"), default=None, help="CPU threads for torch")
+    _add_evaluate_arguments(p)
+    p.add_argument("--feature-net", required=True, type=Path, help="network file of vaestudy feature-net")
+    p.add_argument(
+        "--samples", type=_positive_int("samples"), default=None, help="default: the test set size"
+    )
+    p.add_argument(
+        "--quality-k", type=_positive_int("k"), default=3, help="nearest neighbours of precision/recall"
+    )
+    p.add_argument("--figure", type=Path, default=None, help="PNG of the model's sample grid")
+    p.set_defaults(func=_cmd_model)
 
     p = sub.add_parser("prepare", help="check that a data set loads and record its splits")
     p.add_argument("--dataset", default="digits")
@@ -451,6 +534,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-elements", type=_positive_int("max elements"), default=2**22)
     p.add_argument("--threads", type=_positive_int("threads"), default=None, help="CPU threads for torch")
     p.add_argument("--out", type=Path, default=None, help="CSV file of the table")
+    p.add_argument(
+        "--pipeline",
+        type=Path,
+        default=None,
+        metavar="RESULTS",
+        help="instead: the share of a finished study's job time spent in start-up and imports",
+    )
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("families", help="list the decoder likelihood families")

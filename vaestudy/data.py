@@ -36,11 +36,20 @@ class Levels:
 
 
 def _digits() -> Levels:
-    from sklearn.datasets import load_digits
+    """scikit-learn's bundled 8x8 digits, read from its data file (the same array as
+    sklearn.datasets.load_digits) without importing scikit-learn, which takes a second a process."""
+    import importlib.util
 
-    digits = load_digits()
-    images = torch.from_numpy(digits.images).round().to(torch.uint8)  # values 0..16
-    labels = torch.from_numpy(digits.target).long()
+    import numpy as np
+
+    spec = importlib.util.find_spec("sklearn")
+    require(spec is not None and spec.submodule_search_locations, "the digits need scikit-learn installed")
+    assert spec is not None and spec.submodule_search_locations is not None
+    table = np.loadtxt(
+        Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz", delimiter=","
+    )
+    images = torch.from_numpy(table[:, :-1]).round().to(torch.uint8).view(-1, 8, 8)  # values 0..16
+    labels = torch.from_numpy(table[:, -1]).long()
     return Levels(train=images.unsqueeze(1), test=None, levels=17, train_labels=labels, test_labels=None)
 
 

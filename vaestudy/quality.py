@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from vaestudy.data import ArenaData, binarise, dequantise
+from vaestudy.train import make_optimizer
 from vaestudy.utils import (
     UserError,
     atomic_torch_save,
@@ -95,7 +96,7 @@ def train_feature_net(
         torch.manual_seed(derive_seed(seed, "feature-net-init"))
         net = FeatureNet(data.shape, classes)
     net.to(device)
-    optimiser = torch.optim.Adam(net.parameters(), lr=lr)
+    optimiser = make_optimizer(net, lr)
     n = len(data.train_levels)
     started = time.perf_counter()
     for epoch in range(1, epochs + 1):

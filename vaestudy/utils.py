@@ -7,6 +7,7 @@ import io
 import json
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -149,3 +150,35 @@ def device_name(device: torch.device) -> str:
     import platform
 
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+STARTUP_LINE = "vaestudy: start-up (interpreter and imports) "
+
+
+STARTUP_ENV = "VAESTUDY_LOG_STARTUP"  # the Snakefile sets it, so that every job's log has the line
+
+
+def startup_seconds() -> float:
+    """Seconds from this process's creation to now. On Linux from /proc/self/stat's start time and
+    the boot-time clock it counts in (10 ms ticks); elsewhere from psutil (whole-second boot time)."""
+    import time
+
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime, in ticks since boot
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - started
+    except (OSError, IndexError, ValueError, AttributeError):
+        import psutil
+
+        return time.time() - psutil.Process().create_time()
+
+
+def log_startup() -> float | None:
+    """Where the environment has VAESTUDY_LOG_STARTUP=1, write on stderr the seconds from this
+    process's creation to now: called as a command begins its work, that is the interpreter's
+    start-up and the imports. `vaestudy bench --pipeline` sums these lines over a study's logs."""
+    if os.environ.get(STARTUP_ENV) != "1":
+        return None
+    seconds = startup_seconds()
+    print(f"{STARTUP_LINE}{seconds:.3f} s", file=sys.stderr, flush=True)
+    return seconds

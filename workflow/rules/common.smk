@@ -15,6 +15,8 @@ except UserError as error:
     sys.exit(2)
 
 RESULTS = config["results"]
+# every vaestudy command logs its process start-up (interpreter and imports): `vaestudy bench --pipeline`
+os.environ["VAESTUDY_LOG_STARTUP"] = "1"
 RUN_NAMES = list(RUNS)
 ARENAS = sorted({run.config.arena for run in RUNS.values()})
 

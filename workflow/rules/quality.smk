@@ -1,5 +1,5 @@
 # Sample quality: a feature network trained on the data set's own training split (no downloaded
-# weights), the anchors of each arena, and FID / precision / recall / entropy of every model.
+# weights) and the anchors of each arena. Each model's own scores come from rule model.
 
 
 rule feature_net:
@@ -49,30 +49,3 @@ rule anchors:
         "vaestudy anchors {params.data} --arena {wildcards.arena} --feature-net {input.net:q} "
         "{params.samples} --k {params.k} --seed {params.seed} --threads {threads} --out {output:q} > {log:q} 2>&1"
 
-
-rule quality:
-    input:
-        model=f"{RESULTS}/runs/{{run}}/model.pt",
-        net=rules.feature_net.output.net,
-    output:
-        scores=f"{RESULTS}/runs/{{run}}/quality.json",
-        figure=report(f"{RESULTS}/figures/samples/{{run}}.png", caption="../report/samples.rst",
-                      category="Q5. What is a sample?", subcategory="sample grids", labels={"model": "{run}"}),
-    log:
-        f"{RESULTS}/logs/quality/{{run}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/quality/{{run}}.tsv"
-    params:
-        run=lambda wildcards, input: os.path.dirname(input.model),
-        samples=samples_flag(),
-        k=config["quality"]["k"],
-        device=config["device"],
-    threads: 1
-    resources:
-        mem_mb=rule_resources("quality", "mem_mb"),
-        runtime=rule_resources("quality", "runtime"),
-        gpu=rule_resources("quality", "gpu"),
-    shell:
-        "vaestudy quality --run {params.run:q} --feature-net {input.net:q} {params.samples} --k {params.k} "
-        "--device {params.device} --threads {threads} --out {output.scores:q} --figure {output.figure:q} "
-        "> {log:q} 2>&1"
