@@ -35,11 +35,11 @@ def test_the_benchmark_table_is_complete_and_consistent(tmp_path):
         out_csv=tmp_path / "bench.csv",
     )
     measures = [r["measure"] for r in rows]
-    assert measures[0] == "trainer images/s vs textbook loop" and len(rows) == 5
+    assert measures[0] == "trainer images/s vs textbook loop" and len(rows) == 6
     for r in rows[:3]:
         assert r["value"] > 0 and r["reference"] > 0
         assert math.isclose(r["ratio"], r["value"] / r["reference"], rel_tol=1e-9)
-    assert (tmp_path / "bench.csv").read_text().count("\n") == 6
+    assert (tmp_path / "bench.csv").read_text().count("\n") == 7
 
 
 def _write_study(results, jobs):

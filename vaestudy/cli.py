@@ -398,8 +398,8 @@ def _add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-elements",
         type=_positive_int("max elements"),
-        default=2**24,
-        help="memory bound: decoder-output floats alive at once in IWAE (default 2^24)",
+        default=None,
+        help="memory bound: decoder-output floats alive at once in IWAE (default 2^21 on CPU, 2^24 on CUDA)",
     )
 
 
@@ -531,7 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--iwae-images", type=_positive_int("iwae images"), default=20)
     p.add_argument("--k", type=_positive_int("K"), default=5000)
-    p.add_argument("--max-elements", type=_positive_int("max elements"), default=2**22)
+    p.add_argument(
+        "--max-elements", type=_positive_int("max elements"), default=None, help="default as evaluate's"
+    )
     p.add_argument("--threads", type=_positive_int("threads"), default=None, help="CPU threads for torch")
     p.add_argument("--out", type=Path, default=None, help="CSV file of the table")
     p.add_argument(

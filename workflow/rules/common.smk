@@ -6,7 +6,7 @@ import shlex
 import sys
 
 from vaestudy.study import expand_study
-from vaestudy.utils import UserError
+from vaestudy.utils import STARTUP_ENV, UserError
 
 try:
     RUNS = {run.name: run for run in expand_study(config)}
@@ -16,7 +16,7 @@ except UserError as error:
 
 RESULTS = config["results"]
 # every vaestudy command logs its process start-up (interpreter and imports): `vaestudy bench --pipeline`
-os.environ["VAESTUDY_LOG_STARTUP"] = "1"
+os.environ[STARTUP_ENV] = "1"  # VAESTUDY_LOG_STARTUP, set here for the jobs, not asked of the user
 RUN_NAMES = list(RUNS)
 ARENAS = sorted({run.config.arena for run in RUNS.values()})
 

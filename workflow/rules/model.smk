@@ -25,7 +25,8 @@ rule model:
         out=lambda wildcards, output: os.path.dirname(output.model),
         k=config["evaluate"]["k"],
         elbo_samples=config["evaluate"]["elbo_samples"],
-        max_elements=config["evaluate"]["max_elements"],
+        max_elements=(f"--max-elements {int(config['evaluate']['max_elements'])}"
+                      if config["evaluate"]["max_elements"] else ""),
         samples=samples_flag(),
         quality_k=config["quality"]["k"],
     threads: 1
@@ -35,6 +36,6 @@ rule model:
         gpu=rule_resources("model", "gpu"),
     shell:
         "vaestudy model {params.args} --threads {threads} --out {params.out:q} "
-        "--k {params.k} --elbo-samples {params.elbo_samples} --max-elements {params.max_elements} "
+        "--k {params.k} --elbo-samples {params.elbo_samples} {params.max_elements} "
         "--feature-net {input.net:q} {params.samples} --quality-k {params.quality_k} "
         "--figure {output.figure:q} > {log:q} 2>&1"
