@@ -92,12 +92,20 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from vaestudy.train import train
+    import vaestudy.train  # noqa: F401  (imported before the start-up is logged)
 
     log_startup()
+    _train(args)
+
+
+def _train(args: argparse.Namespace) -> RunConfig:
+    """Train the run of the command line's settings into --out; its config."""
+    from vaestudy.train import train
+
     config = run_config_from_args(args)
     facts = train(config, args.out, progress=None)
     print(f"{args.out}: {facts['status']} after {facts['epochs']} epochs ({facts['seconds']:.1f}s)")
+    return config
 
 
 def _positive_int(name: str):
@@ -133,13 +141,10 @@ def _cmd_model(args: argparse.Namespace) -> None:
     """Train, evaluate and score one model in one process (the pipeline's job per model)."""
     import vaestudy.quality  # noqa: F401  (imported before the start-up is logged)
     from vaestudy.evaluate import evaluate
-    from vaestudy.train import train
 
     log_startup()
-    config = run_config_from_args(args)
     require(args.feature_net.is_file(), f"feature network {args.feature_net} not found")
-    facts = train(config, args.out, progress=None)
-    print(f"{args.out}: {facts['status']} after {facts['epochs']} epochs ({facts['seconds']:.1f}s)")
+    config = _train(args)
     evaluate(
         args.out,
         args.out / "metrics.json",

@@ -234,15 +234,17 @@ class FusedAdam:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not isinstance(state, dict) or state.get("kind") != "fused_adam":
             raise ValueError("the optimizer state is not vaestudy's fused Adam")
-        for name in ("step", "exp_avg", "exp_avg_sq"):
-            saved, mine = state[name], getattr(self, "steps" if name == "step" else name)
+        pairs = [
+            (self.steps, state["step"]),
+            (self.exp_avg, state["exp_avg"]),
+            (self.exp_avg_sq, state["exp_avg_sq"]),
+        ]
+        for mine, saved in pairs:  # check all before changing any
             if len(saved) != len(mine) or any(a.shape != b.shape for a, b in zip(saved, mine, strict=True)):
-                raise ValueError(f"optimizer state {name} has other shapes than the model's parameters")
-        for name in ("step", "exp_avg", "exp_avg_sq"):
-            for mine, saved in zip(
-                getattr(self, "steps" if name == "step" else name), state[name], strict=True
-            ):
-                mine.copy_(saved)
+                raise ValueError("optimizer state has other shapes than the model's parameters")
+        for mine, saved in pairs:
+            for a, b in zip(mine, saved, strict=True):
+                a.copy_(b)
 
 
 def make_optimizer(model: nn.Module, lr: float) -> FusedAdam | torch.optim.Adam:
