@@ -9,7 +9,7 @@ import scipy.optimize
 import scipy.stats
 import torch
 
-from vaestudy.likelihoods import REGISTRY, build_likelihood, family_parameters
+from vaestudy.likelihoods import REGISTRY, Calibrated, build_likelihood, family_parameters
 from vaestudy.utils import UserError
 
 D = 6
@@ -41,7 +41,7 @@ def test_bernoulli_log_prob_matches_scipy_on_binary_data():
     lik = build_likelihood("bernoulli", D)
     p = torch.sigmoid(o).numpy()
     expected = scipy.stats.bernoulli.logpmf(x.numpy(), p).sum(-1)
-    np.testing.assert_allclose(lik.distribution(o).log_prob(x).numpy(), expected, rtol=1e-10)
+    np.testing.assert_allclose(lik.log_prob(o, x).numpy(), expected, rtol=1e-10)
     assert lik.normalised("binary") and not lik.normalised("continuous")
 
 
@@ -50,7 +50,7 @@ def test_bernoulli_on_grey_levels_is_binary_cross_entropy():
     p = torch.sigmoid(o)
     bce = (x * p.log() + (1 - x) * (1 - p).log()).sum(-1)
     lik = build_likelihood("bernoulli", D)
-    torch.testing.assert_close(lik.distribution(o).log_prob(x), bce)
+    torch.testing.assert_close(lik.log_prob(o, x), bce)
 
 
 def _cb_log_normaliser_by_quadrature(lam: float) -> float:
@@ -83,7 +83,7 @@ def test_gaussian_fixed_matches_scipy():
     x, o = _x_and_o()
     lik = build_likelihood("gaussian_fixed", D, {"sigma": 0.3})
     expected = scipy.stats.norm.logpdf(x.numpy(), o.numpy(), 0.3).sum(-1)
-    np.testing.assert_allclose(lik.distribution(o).log_prob(x).numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(lik.log_prob(o, x).numpy(), expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize("family", ["gaussian_shared", "gaussian_pixel"])
@@ -92,7 +92,7 @@ def test_learned_sigma_starts_at_init_and_matches_scipy(family):
     lik = build_likelihood(family, D, {"init": 0.4, "floor": 0.05}).double()
     assert lik.sigma() == pytest.approx(0.4)
     expected = scipy.stats.norm.logpdf(x.numpy(), o.numpy(), 0.4).sum(-1)
-    np.testing.assert_allclose(lik.distribution(o).log_prob(x).detach().numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(lik.log_prob(o, x).detach().numpy(), expected, rtol=1e-6)
     with torch.no_grad():
         for p in lik.parameters():
             p.fill_(-50.0)  # sigma -> floor
@@ -111,7 +111,7 @@ def test_heteroscedastic_uses_the_second_half_as_log_variance(floor):
     mean, log_var = o[:, :D].numpy(), o[:, D:].numpy()
     sigma = floor + np.exp(0.5 * log_var)
     expected = scipy.stats.norm.logpdf(x.numpy(), mean, sigma).sum(-1)
-    np.testing.assert_allclose(lik.distribution(o).log_prob(x).numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(lik.log_prob(o, x).numpy(), expected, rtol=1e-6)
     assert lik.outputs_per_pixel == 2
 
 
@@ -120,7 +120,7 @@ def test_mse_sum_is_gaussian_with_variance_one_half_up_to_its_constant():
     mse = build_likelihood("mse", D, {"reduction": "sum"})
     gauss = build_likelihood("gaussian_fixed", D, {"sigma": math.sqrt(0.5)})
     loss, _ = mse.reconstruction(x, o)
-    nll = -gauss.distribution(o).log_prob(x)
+    nll = -gauss.log_prob(o, x)
     torch.testing.assert_close(loss, ((x - o) ** 2).sum(-1))
     # sigma is stored in float32, hence the tolerance
     torch.testing.assert_close(
@@ -134,7 +134,7 @@ def test_mse_mean_is_gaussian_with_variance_d_over_two_up_to_its_constant():
     mse = build_likelihood("mse", D, {"reduction": "mean"})
     gauss = build_likelihood("gaussian_fixed", D, {"sigma": math.sqrt(D / 2)})
     loss, _ = mse.reconstruction(x, o)
-    nll = -gauss.distribution(o).log_prob(x)
+    nll = -gauss.log_prob(o, x)
     torch.testing.assert_close(loss, ((x - o) ** 2).mean(-1))
     torch.testing.assert_close(
         nll - loss, torch.full_like(loss, D / 2 * math.log(math.pi * D)), atol=1e-5, rtol=0
@@ -190,3 +190,31 @@ def test_family_parameters_have_defaults():
 def test_bad_family_settings_are_user_errors(name, params, message):
     with pytest.raises(UserError, match=message):
         build_likelihood(name, D, params)
+
+
+def _every_family():
+    for name in sorted(REGISTRY):
+        yield name, build_likelihood(name, D).double()
+    yield "calibrated", Calibrated(build_likelihood("continuous_bernoulli", D), 0.3).double()
+
+
+@pytest.mark.parametrize("name,lik", list(_every_family()), ids=lambda v: v if isinstance(v, str) else "")
+def test_log_prob_equals_the_distributions_with_samples_broadcast(name, lik):
+    """Likelihood.log_prob (the fast path of training and IWAE) against torch.distributions, for
+    decoder outputs of S samples x B images and images of B: values and gradients."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in lik.parameters():  # learned sigmas that differ between pixels
+            p.copy_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    x = torch.rand((4, D), generator=g, dtype=torch.float64)
+    if name == "bernoulli":
+        x = (x > 0.5).double()
+    o = (
+        2 * torch.randn((3, 4, lik.outputs_per_pixel * D), generator=g, dtype=torch.float64)
+    ).requires_grad_()
+    fast, reference = lik.log_prob(o, x), lik.distribution(o).log_prob(x)
+    assert fast.shape == reference.shape == (3, 4)
+    torch.testing.assert_close(fast, reference, rtol=1e-12, atol=1e-12)
+    (g_fast,) = torch.autograd.grad(fast.sum(), o)
+    (g_ref,) = torch.autograd.grad(reference.sum(), o)
+    torch.testing.assert_close(g_fast, g_ref, rtol=1e-10, atol=1e-12)

@@ -109,7 +109,7 @@ def iwae(
         for s in range(0, k, samples_per_chunk):
             n = min(samples_per_chunk, k - s)
             z = _sample_z(mu, log_var, n, g)  # (n, B, latent)
-            log_px = likelihood.distribution(model.decode(z)).log_prob(xb)
+            log_px = likelihood.log_prob(model.decode(z), xb)
             log_w[s : s + n] = log_px + prior.log_prob(z).sum(-1) - q.log_prob(z)
         for kk in ladder:
             sums[kk] += float((torch.logsumexp(log_w[:kk], 0) - math.log(kk)).sum())
