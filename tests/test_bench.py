@@ -1,7 +1,9 @@
 """The benchmark runs end to end on tiny sizes and its FLOP counts match a hand count."""
 
 import math
+import shutil
 
+import pytest
 import torch
 
 from vaestudy.bench import mlp_flops, run_bench, synthetic_levels
@@ -24,7 +26,10 @@ def test_synthetic_data_has_mnist_shape_and_levels():
     assert 0 < float(levels.train.float().mean()) < 255
 
 
-def test_the_benchmark_table_is_complete_and_consistent(tmp_path):
+@pytest.mark.parametrize("compile", ["auto", "always"])
+def test_the_benchmark_table_is_complete_and_consistent(tmp_path, compile):
+    if compile == "always" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        pytest.skip("torch.compile on CPU needs a C++ compiler")
     rows = run_bench(
         torch.device("cpu"),
         train_images=256,
@@ -33,13 +38,28 @@ def test_the_benchmark_table_is_complete_and_consistent(tmp_path):
         k=20,
         max_elements=2**16,
         out_csv=tmp_path / "bench.csv",
+        compile=compile,
+        memory_images=2,
     )
     measures = [r["measure"] for r in rows]
-    assert measures[0] == "trainer images/s vs textbook loop" and len(rows) == 6
-    for r in rows[:3]:
-        assert r["value"] > 0 and r["reference"] > 0
-        assert math.isclose(r["ratio"], r["value"] / r["reference"], rel_tol=1e-9)
-    assert (tmp_path / "bench.csv").read_text().count("\n") == 7
+    expected = [
+        "trainer (eager) images/s vs textbook loop",  # auto: eager on the CPU
+        "training step FLOP/s vs large matmul",
+        "IWAE FLOP/s vs large matmul",
+        "IWAE s/image at K=20",
+        "IWAE images/s at K=20 vs 1,000",
+        "IWAE peak MB, 8 vs 2 images",
+        "IWAE peak MB, max_elements x4 (8 images)",
+    ]
+    if compile == "always":
+        expected[0] = "trainer (compiled) images/s vs textbook loop"
+        expected.insert(1, "trainer images/s, compiled vs eager")
+    assert measures == expected
+    for r in rows:
+        assert r["value"] > 0
+        if not math.isnan(r["reference"]):
+            assert r["reference"] > 0 and math.isclose(r["ratio"], r["value"] / r["reference"], rel_tol=1e-9)
+    assert (tmp_path / "bench.csv").read_text().count("\n") == len(expected) + 1
 
 
 def _write_study(results, jobs):

@@ -106,3 +106,17 @@ def test_truncated_idx_file_is_a_user_error(mnist_root):
 def test_unknown_data_set_is_a_user_error():
     with pytest.raises(UserError, match="unknown data set 'svhn'"):
         load_levels("svhn")
+
+
+def test_synthetic_mnist_has_mnists_shape_and_learnable_classes():
+    levels = load_levels("synthetic_mnist")
+    assert levels.train.shape == (60_000, 1, 28, 28) and levels.test.shape == (10_000, 1, 28, 28)
+    assert levels.train.dtype == torch.uint8 and levels.levels == 256
+    assert int(levels.train.max()) == 255 and int(levels.train.min()) == 0
+    assert set(levels.train_labels.unique().tolist()) == set(range(10))
+    assert torch.equal(load_levels("synthetic_mnist").test, levels.test)  # generated the same each time
+    # a nearest-class-mean classifier fitted on the training images labels the test images
+    x_train, x_test = levels.train.flatten(1).float(), levels.test.flatten(1).float()
+    means = torch.stack([x_train[levels.train_labels == c].mean(0) for c in range(10)])
+    accuracy = float((torch.cdist(x_test, means).argmin(1) == levels.test_labels).float().mean())
+    assert accuracy > 0.9

@@ -97,3 +97,17 @@ def test_published_scale_studies_expand(name):
     runs = expand_study(study)
     assert {r.config.dataset for r in runs} == {name}
     assert len(runs) >= 3 * 14
+
+
+def test_the_mnist_study_runs_on_synthetic_mnist_without_a_data_root():
+    """The GPU timing of the MNIST-scale study: --config dataset=synthetic_mnist data_root=null."""
+    study = copy.deepcopy(DEFAULT)
+    for key, value in yaml.safe_load((ROOT / "workflow" / "studies" / "mnist.yaml").read_text()).items():
+        if isinstance(value, dict) and key not in ("arenas",):
+            study.setdefault(key, {}).update(value)
+        else:
+            study[key] = value
+    study.update(dataset="synthetic_mnist", data_root=None)
+    runs = expand_study(study)
+    assert {r.config.dataset for r in runs} == {"synthetic_mnist"} and len(runs) == 15 * 3
+    assert {r.config.compile for r in runs} == {"auto"}

@@ -378,7 +378,14 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     print(f"benchmark on {device} (synthetic MNIST-shaped data; this takes a few minutes)", file=sys.stderr)
     rows = run_bench(
-        device, args.train_images, args.repeats, args.iwae_images, args.k, args.max_elements, args.out
+        device,
+        args.train_images,
+        args.repeats,
+        args.iwae_images,
+        args.k,
+        args.max_elements,
+        args.out,
+        compile=args.compile,
     )
     print(format_table(rows))
 
@@ -534,7 +541,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--repeats", type=_positive_int("repeats"), default=3, help="interleaved epochs of each loop"
     )
-    p.add_argument("--iwae-images", type=_positive_int("iwae images"), default=20)
+    p.add_argument(
+        "--iwae-images",
+        type=_positive_int("iwae images"),
+        default=None,
+        help="test images of the timed IWAE run (default 20 on CPU, 10000 on CUDA)",
+    )
+    p.add_argument(
+        "--compile",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="the trainer's step under torch.compile: auto = on CUDA only (then also timed eager)",
+    )
     p.add_argument("--k", type=_positive_int("K"), default=5000)
     p.add_argument(
         "--max-elements", type=_positive_int("max elements"), default=None, help="default as evaluate's"

@@ -14,12 +14,14 @@ from vaestudy.likelihoods import check_params, get_family
 from vaestudy.model import ACTIVATIONS, ARCHITECTURES
 from vaestudy.utils import UserError, require
 
+COMPILE_CHOICES = ("auto", "always", "never")  # how the training step runs (vaestudy.train.TrainStep)
+
 
 @dataclass
 class RunConfig:
     """Everything that defines one trained model. Field comments are the --help texts."""
 
-    dataset: str = "digits"  # data set: digits (bundled), mnist, fashion_mnist, cifar10
+    dataset: str = "digits"  # data set: digits (bundled), mnist, fashion_mnist, cifar10, synthetic_mnist
     arena: str = "continuous"  # binary or continuous (STUDY.md s2)
     family: str = "gaussian_fixed"  # decoder likelihood family (vaestudy families)
     params: dict[str, Any] = field(default_factory=dict)  # family parameters, e.g. sigma
@@ -39,10 +41,11 @@ class RunConfig:
     lr: float = 1e-3  # Adam learning rate
     seed: int = 1  # seed of initialisation, batches and reparameterisation noise
     device: str = "auto"  # auto (CUDA where present), cpu or cuda
+    compile: str = "auto"  # training step: auto (compiled on CUDA, eager on CPU), always or never
     checkpoint_every: int = 5  # epochs between checkpoints
 
     # Settings that may change between an interrupted run and its resumption.
-    RESUMABLE = ("epochs", "device", "checkpoint_every", "data_root", "download")
+    RESUMABLE = ("epochs", "device", "compile", "checkpoint_every", "data_root", "download")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> RunConfig:
@@ -114,6 +117,10 @@ class RunConfig:
         require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         require(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        require(
+            self.compile in COMPILE_CHOICES,
+            f"compile must be one of {', '.join(COMPILE_CHOICES)}, got {self.compile!r}",
+        )
         require(self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         require(0 < self.val_fraction < 1, f"val_fraction must be in (0, 1), got {self.val_fraction}")
         require(0 < self.test_fraction < 1, f"test_fraction must be in (0, 1), got {self.test_fraction}")

@@ -53,6 +53,29 @@ def _digits() -> Levels:
     return Levels(train=images.unsqueeze(1), test=None, levels=17, train_labels=labels, test_labels=None)
 
 
+def synthetic_mnist(n_train: int = 60_000, n_test: int = 10_000, seed: int = 0) -> Levels:
+    """MNIST's shape without its images: 28x28 grey levels (L = 256), 10 classes, 60,000 training
+    and 10,000 test images by default. Each class is a pattern of blurred random strokes; each
+    image is its class's pattern with strokes of its own. For timing the MNIST-scale study on a
+    machine that cannot download MNIST; its numbers say nothing about MNIST."""
+    from torch.nn import functional as F
+
+    g = torch.Generator().manual_seed(seed)
+    n = n_train + n_test
+    labels = torch.randint(0, 10, (n,), generator=g)
+    patterns = torch.rand((10, 1, 7, 7), generator=g)
+    coarse = 0.6 * patterns[labels] + 0.4 * torch.rand((n, 1, 7, 7), generator=g)
+    fine = F.interpolate(coarse, size=(28, 28), mode="bilinear", align_corners=False)
+    images = ((fine - 0.55).clamp(min=0) * 600).clamp(max=255).round().to(torch.uint8)
+    return Levels(
+        train=images[:n_train],
+        test=images[n_train:],
+        levels=256,
+        train_labels=labels[:n_train],
+        test_labels=labels[n_train:],
+    )
+
+
 def _torchvision(name: str, root: str | None, download: bool) -> Levels:
     import torchvision.datasets as tvd
 
@@ -94,14 +117,18 @@ class DataSet:
 
     load: Callable[[str | None, bool], Levels]  # (root, download) -> Levels
     side: int
+    needs_root: bool = False  # read from files under data_root
 
 
 # To add a data set: one loader returning Levels, one entry here.
 DATASETS: dict[str, DataSet] = {
     "digits": DataSet(lambda root, download: _digits(), 8),
-    "mnist": DataSet(lambda root, download: _torchvision("mnist", root, download), 28),
-    "fashion_mnist": DataSet(lambda root, download: _torchvision("fashion_mnist", root, download), 28),
-    "cifar10": DataSet(lambda root, download: _torchvision("cifar10", root, download), 32),
+    "mnist": DataSet(lambda root, download: _torchvision("mnist", root, download), 28, needs_root=True),
+    "fashion_mnist": DataSet(
+        lambda root, download: _torchvision("fashion_mnist", root, download), 28, needs_root=True
+    ),
+    "cifar10": DataSet(lambda root, download: _torchvision("cifar10", root, download), 32, needs_root=True),
+    "synthetic_mnist": DataSet(lambda root, download: synthetic_mnist(), 28),
 }
 
 

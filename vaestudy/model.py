@@ -107,8 +107,16 @@ class VAE(nn.Module):
 
     def forward(self, x: torch.Tensor, g: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """One-sample ELBO terms per image: loss (training objective), rate, distortion."""
+        return self.terms(x, self.noise(x, g))
+
+    def noise(self, x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
+        """The reparameterisation noise eps ~ N(0, I) of one sample per image of x."""
+        return torch.randn((len(x), self.config.latent), generator=g, device=x.device, dtype=x.dtype)
+
+    def terms(self, x: torch.Tensor, eps: torch.Tensor) -> dict[str, torch.Tensor]:
+        """forward with its noise given: z = mu + sigma * eps. No random draws, so that it can be
+        compiled (torch.compile does not take explicit generators)."""
         mu, log_var = self.encode(x)
-        eps = torch.randn(mu.shape, generator=g, device=mu.device, dtype=mu.dtype)
         z = mu + (0.5 * log_var).exp() * eps
         loss_rec, log_px = self.likelihood.reconstruction(x, self.decode(z))
         rate = kl_standard_normal(mu, log_var)

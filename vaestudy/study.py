@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vaestudy.config import RunConfig
+from vaestudy.data import DATASETS
 from vaestudy.likelihoods import family_parameters, get_family
 from vaestudy.utils import UserError, require
 
@@ -101,7 +102,7 @@ def expand_study(study: dict[str, Any]) -> list[Run]:
     model, train = study.get("model", {}), study.get("train", {})
     dataset = study.get("dataset", "digits")
     require(
-        dataset == "digits" or study.get("data_root"),
+        dataset not in DATASETS or not DATASETS[dataset].needs_root or study.get("data_root"),
         f"data_root: data set {dataset} is read by torchvision from a folder: set data_root (and download: true "
         "to fetch it)",
     )

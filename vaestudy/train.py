@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vaestudy.config import RunConfig
+from vaestudy.config import COMPILE_CHOICES, RunConfig
 from vaestudy.data import ArenaData, arena_data
 from vaestudy.likelihoods import build_likelihood
 from vaestudy.model import VAE, ModelConfig
@@ -253,9 +253,67 @@ def make_optimizer(model: nn.Module, lr: float) -> FusedAdam | torch.optim.Adam:
     return FusedAdam(params, lr) if FusedAdam.supports(params) else torch.optim.Adam(params, lr=lr)
 
 
+def compiles(compile: str, device: torch.device) -> bool:
+    """Does the setting `compile` compile the training step on this device? auto: on CUDA only."""
+    require(
+        compile in COMPILE_CHOICES, f"compile must be one of {', '.join(COMPILE_CHOICES)}, got {compile!r}"
+    )
+    return compile == "always" or (compile == "auto" and device.type == "cuda")
+
+
+class TrainStep:
+    """One Adam step on a batch; returns the (loss, rate, distortion) of each image, detached.
+
+    The ELBO terms (VAE.terms: forward and, through autograd, backward) run eagerly, or compiled
+    by torch.compile where `compiles(compile, device)`. On CUDA the mode is 'reduce-overhead': the
+    forward and the backward graphs are each replayed as one CUDA graph instead of dozens of
+    kernel launches. On the CPU compiling gained about 5% on the benchmark MLP and costs tens of
+    seconds per process, so 'auto' stays eager there. The noise is drawn eagerly from the run's
+    generator in both paths, so both see the same draws. If compiling or running the compiled
+    step fails (no C++ compiler or Triton, an operation of a family that torch.compile cannot
+    trace), the step says so once on stderr and goes on eagerly, from the same batch.
+    """
+
+    def __init__(self, model: VAE, optimizer: FusedAdam | torch.optim.Optimizer, compile: str = "never"):
+        self.model, self.optimizer = model, optimizer
+        self.device = next(model.parameters()).device
+        self.compiled = None
+        if compiles(compile, self.device):
+            cuda = self.device.type == "cuda"
+            self.compiled = torch.compile(
+                model.terms, mode="reduce-overhead" if cuda else None, dynamic=False
+            )
+
+    @property
+    def mode(self) -> str:
+        return "eager" if self.compiled is None else "compiled"
+
+    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        eps = self.model.noise(x, g)
+        if self.compiled is not None:
+            try:
+                if self.device.type == "cuda":
+                    torch.compiler.cudagraph_mark_step_begin()
+                return self._step(self.compiled, x, eps)
+            except Exception as exc:  # torch.compile's failures share no base class
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                print(
+                    f"vaestudy: the compiled training step failed ({first}); training eagerly",
+                    file=sys.stderr,
+                )
+                self.compiled = None
+        return self._step(self.model.terms, x, eps)
+
+    def _step(self, terms_of: Callable, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        terms = terms_of(x, eps)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["loss"].mean().backward()
+        self.optimizer.step()
+        return torch.stack((terms["loss"], terms["rate"], terms["distortion"])).detach()
+
+
 def train_epoch(
-    model: VAE,
-    optimizer: FusedAdam | torch.optim.Optimizer,
+    step: TrainStep,
     data: ArenaData,
     batch_size: int,
     g: torch.Generator,
@@ -267,11 +325,7 @@ def train_epoch(
     for x in data.batches(batch_size, g):
         if stop():
             return None
-        terms = model(x, g)
-        optimizer.zero_grad(set_to_none=True)
-        terms["loss"].mean().backward()
-        optimizer.step()
-        terms_per_step.append(torch.stack((terms["loss"], terms["rate"], terms["distortion"])).detach())
+        terms_per_step.append(step(x, g))
     return torch.cat(terms_per_step, 1).double().sum(1)
 
 
@@ -330,6 +384,7 @@ def _train(config: RunConfig, out: Path, progress: bool | None) -> dict[str, Any
 
     model = build_model(config, data)
     optimizer = make_optimizer(model, config.lr)
+    step = TrainStep(model, optimizer, config.compile)
     history: list[dict[str, Any]] = []
     status, diverged_epoch, start_epoch = "ok", None, 0
     if state is not None:
@@ -371,7 +426,7 @@ def _train(config: RunConfig, out: Path, progress: bool | None) -> dict[str, Any
             last_good = copy.deepcopy(model.state_dict())
             last_good_optimizer = copy.deepcopy(optimizer.state_dict())
             g = generator(device, config.seed, "epoch", epoch)
-            sums = train_epoch(model, optimizer, data, config.batch_size, g, stop=lambda: term.raised)
+            sums = train_epoch(step, data, config.batch_size, g, stop=lambda: term.raised)
             if sums is None:  # preempted mid-epoch: back to the epoch's start, which the checkpoint records
                 model.load_state_dict(last_good)
                 optimizer.load_state_dict(last_good_optimizer)
@@ -422,6 +477,7 @@ def _train(config: RunConfig, out: Path, progress: bool | None) -> dict[str, Any
         "seconds": sum(r["seconds"] for r in history),
         "seconds_this_process": time.perf_counter() - started,
         "device": device_name(device),
+        "training_step": step.mode,
         "peak_memory_mb": _peak_memory_mb(device),
         "final_sigma": model.likelihood.sigma(),
         "seeds": seeds_of(config),
