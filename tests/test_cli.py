@@ -1,5 +1,6 @@
 """The command line: every user mistake is one line, exit status 2, no traceback, no partial output."""
 
+import json
 import os
 import pickle
 import shutil
@@ -199,3 +200,36 @@ def test_train_then_evaluate_from_the_command_line(tmp_path, trained):
 
     result = json.loads(out.read_text())
     assert result["status"] == "ok" and result["k"] == 20 and "ll_iwae_k10" in result["metrics"]
+
+
+def test_vaestudy_model_equals_train_evaluate_and_quality_run_one_by_one(tmp_path):
+    """The pipeline's one job per model reads the saved model once for evaluation and sample
+    quality: its metrics and scores are those of the three separate commands."""
+    net = tmp_path / "net.pt"
+    assert main(["feature-net", "--epochs", "2", "--out", str(net), "--facts", str(tmp_path / "f.json")]) == 0
+    run = [*TINY, "--family", "gaussian_shared", "--max-test", "50"]
+    assert main(["model", *run, "--out", str(tmp_path / "one"), "--k", "20", "--feature-net", str(net)]) == 0
+    sep = tmp_path / "sep"
+    assert main(["train", *run, "--out", str(sep)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--run",
+                str(sep),
+                "--out",
+                str(sep / "metrics.json"),
+                "--k",
+                "20",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    quality = ["quality", "--run", str(sep), "--feature-net", str(net), "--device", "cpu"]
+    assert main([*quality, "--out", str(sep / "quality.json")]) == 0
+    for name in ("metrics.json", "quality.json"):
+        one = json.loads((tmp_path / "one" / name).read_text())
+        other = json.loads((sep / name).read_text())
+        assert one["metrics"] == other["metrics"], name

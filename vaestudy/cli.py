@@ -141,10 +141,12 @@ def _cmd_model(args: argparse.Namespace) -> None:
     """Train, evaluate and score one model in one process (the pipeline's job per model)."""
     import vaestudy.quality  # noqa: F401  (imported before the start-up is logged)
     from vaestudy.evaluate import evaluate
+    from vaestudy.train import load_trained
 
     log_startup()
     require(args.feature_net.is_file(), f"feature network {args.feature_net} not found")
     config = _train(args)
+    trained = load_trained(args.out, config.device)  # the saved model, read once for both
     evaluate(
         args.out,
         args.out / "metrics.json",
@@ -152,6 +154,7 @@ def _cmd_model(args: argparse.Namespace) -> None:
         device=config.device,
         elbo_samples=args.elbo_samples,
         max_elements=args.max_elements,
+        trained=trained,
     )
     _quality(
         args.out,
@@ -162,6 +165,7 @@ def _cmd_model(args: argparse.Namespace) -> None:
         config.device,
         args.out / "quality.json",
         args.figure,
+        trained=trained,
     )
     print(f"{args.out}: trained, evaluated and scored")
 
@@ -287,13 +291,14 @@ def _cmd_quality(args: argparse.Namespace) -> None:
     _quality(args.run, args.feature_net, args.samples, args.k, args.seed, args.device, args.out, args.figure)
 
 
-def _quality(run, feature_net, samples, k, seed, device, out, figure) -> None:
-    """Sample quality of the model trained in `run`: the JSON `out` and, if asked, the PNG `figure`."""
+def _quality(run, feature_net, samples, k, seed, device, out, figure, trained=None) -> None:
+    """Sample quality of the model trained in `run`: the JSON `out` and, if asked, the PNG `figure`.
+    trained: load_trained(run, device) where the caller has it already."""
     from vaestudy.quality import load_feature_net, sample_figure, score_model, write_quality
     from vaestudy.train import load_trained
     from vaestudy.utils import exact_float32
 
-    model, config, data, saved = load_trained(run, device)
+    model, config, data, saved = trained or load_trained(run, device)
     net = load_feature_net(feature_net, data.device)
     require(
         tuple(net.shape) == tuple(data.shape),

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch.distributions import Independent, Normal
 
+from vaestudy.config import RunConfig
+from vaestudy.data import ArenaData
 from vaestudy.likelihoods import Calibrated, Likelihood
 from vaestudy.model import VAE, kl_standard_normal
 from vaestudy.train import FACTS, load_trained, seeds_of
@@ -160,13 +162,16 @@ def evaluate(
     elbo_samples: int = 10,
     max_elements: int | None = None,
     seed: int | None = None,
+    trained: tuple[VAE, RunConfig, ArenaData, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the model trained in run_dir on its test split; write the JSON to out."""
+    """Evaluate the model trained in run_dir on its test split; write the JSON to out.
+
+    trained: load_trained(run_dir, device) where the caller has it already (vaestudy model)."""
     require(k >= 1, f"K must be >= 1, got {k}")
     require(elbo_samples >= 1, f"elbo samples must be >= 1, got {elbo_samples}")
     require(max_elements is None or max_elements >= 1, f"max elements must be >= 1, got {max_elements}")
     check_output_folder(Path(out).parent)
-    model, config, data, saved = load_trained(run_dir, device)
+    model, config, data, saved = trained or load_trained(run_dir, device)
     run_dir, dev = Path(run_dir), data.device
     seed = config.seed if seed is None else seed
     started = time.perf_counter()
