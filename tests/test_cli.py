@@ -202,34 +202,62 @@ def test_train_then_evaluate_from_the_command_line(tmp_path, trained):
     assert result["status"] == "ok" and result["k"] == 20 and "ll_iwae_k10" in result["metrics"]
 
 
-def test_vaestudy_model_equals_train_evaluate_and_quality_run_one_by_one(tmp_path):
-    """The pipeline's one job per model reads the saved model once for evaluation and sample
-    quality: its metrics and scores are those of the three separate commands."""
-    net = tmp_path / "net.pt"
-    assert main(["feature-net", "--epochs", "2", "--out", str(net), "--facts", str(tmp_path / "f.json")]) == 0
+@pytest.fixture(scope="module")
+def feature_net(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("net")
+    net = folder / "net.pt"
+    assert main(["feature-net", "--epochs", "2", "--out", str(net), "--facts", str(folder / "f.json")]) == 0
+    return net
+
+
+def test_vaestudy_model_equals_train_evaluate_and_quality_run_one_by_one(tmp_path, feature_net):
+    """The pipeline's job reads each saved model once for evaluation and sample quality, and runs
+    the seeds of a configuration one after the other: its metrics and scores are those of the
+    three separate commands run for one seed."""
     run = [*TINY, "--family", "gaussian_shared", "--max-test", "50"]
-    assert main(["model", *run, "--out", str(tmp_path / "one"), "--k", "20", "--feature-net", str(net)]) == 0
+    model = ["model", *run, "--k", "20", "--feature-net", str(feature_net)]
+    out = tmp_path / "both" / "seed{seed}"
+    figure = tmp_path / "figures" / "seed{seed}.png"
+    assert main([*model, "--seeds", "1,2", "--out", str(out), "--figure", str(figure)]) == 0
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["seed1.png", "seed2.png"]
     sep = tmp_path / "sep"
-    assert main(["train", *run, "--out", str(sep)]) == 0
-    assert (
-        main(
-            [
-                "evaluate",
-                "--run",
-                str(sep),
-                "--out",
-                str(sep / "metrics.json"),
-                "--k",
-                "20",
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
-    quality = ["quality", "--run", str(sep), "--feature-net", str(net), "--device", "cpu"]
+    assert main(["train", *run, "--seed", "2", "--out", str(sep)]) == 0
+    evaluate = [
+        "evaluate",
+        "--run",
+        str(sep),
+        "--out",
+        str(sep / "metrics.json"),
+        "--k",
+        "20",
+        "--device",
+        "cpu",
+    ]
+    assert main(evaluate) == 0
+    quality = ["quality", "--run", str(sep), "--feature-net", str(feature_net), "--device", "cpu"]
     assert main([*quality, "--out", str(sep / "quality.json")]) == 0
     for name in ("metrics.json", "quality.json"):
-        one = json.loads((tmp_path / "one" / name).read_text())
+        seed2 = json.loads((tmp_path / "both" / "seed2" / name).read_text())
+        seed1 = json.loads((tmp_path / "both" / "seed1" / name).read_text())
         other = json.loads((sep / name).read_text())
-        assert one["metrics"] == other["metrics"], name
+        assert seed2["metrics"] == other["metrics"] != seed1["metrics"], name
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (
+            ["--seeds", "1,2", "--out", "OUT/run"],
+            "--out must contain {seed} when --seeds names several seeds",
+        ),
+        (["--seeds", "1,2", "--out", "OUT/s{seed}", "--figure", "OUT/f.png"], "--figure must contain {seed}"),
+        (["--seeds", "1,x", "--out", "OUT/s{seed}"], "--seeds expects integers separated by commas"),
+        (["--seeds", "1,1", "--out", "OUT/s{seed}"], "--seeds expects distinct integers"),
+    ],
+)
+def test_vaestudy_model_seed_errors_are_one_line(tmp_path, capsys, feature_net, extra, message):
+    extra = [e.replace("OUT", str(tmp_path)) for e in extra]
+    assert main(["model", *TINY, "--feature-net", str(feature_net), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []

@@ -71,17 +71,17 @@ def test_lint_is_clean_but_for_the_conda_suggestion():
 def test_dry_run_of_the_default_study_lists_every_job(tmp_path):
     proc = snakemake(make_workdir(tmp_path), "-n")
     counts = planned_jobs(proc)
-    runs = 15 * 3  # 14 continuous configurations and 1 binary, 3 seeds each
+    configs = 15  # 14 continuous configurations and 1 binary: one job each, for its 3 seeds
     assert counts == {
         "prepare_data": 1,
         "feature_net": 1,
         "anchors": 2,
-        "model": runs,
+        "model": configs,
         "collect": 1,
         "figures": 1,
         "report_text": 1,
         "all": 1,
-        "total": runs + 8,
+        "total": configs + 8,
     }
 
 
@@ -91,7 +91,7 @@ def test_dry_run_of_every_published_study(tmp_path, study):
     proc = snakemake(workdir, "-n", "--configfile", str(ROOT / "workflow" / "studies" / f"{study}.yaml"))
     counts = planned_jobs(proc)
     configs = 14 if study == "cifar10" else 15
-    assert counts["model"] == 3 * configs
+    assert counts["model"] == configs
     assert f"results/{study}/runs/continuous/gaussian_fixed-s0.01/seed1/model.pt" in proc.stdout
 
 
@@ -195,8 +195,11 @@ def test_the_default_study_end_to_end(tmp_path):
     again = snakemake(workdir, "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
 
-    # deleting one model's outputs (its folder) reruns that model and what depends on it, nothing else
-    shutil.rmtree(workdir / "results" / "runs" / "continuous" / "gaussian_fixed-s0.1" / "seed2")
+    # deleting one model's outputs (its folder) reruns its configuration's job and what depends on
+    # it, nothing else; in that job only the deleted seed trains, the others resume at their end
+    before = _table(workdir)
+    config = "continuous/gaussian_fixed-s0.1"
+    shutil.rmtree(workdir / "results" / "runs" / config / "seed2")
     counts = planned_jobs(snakemake(workdir, "-n"))
     assert counts == {
         "model": 1,
@@ -206,6 +209,11 @@ def test_the_default_study_end_to_end(tmp_path):
         "all": 1,
         "total": 5,
     }
+    snakemake(workdir, "--cores", "2")
+    log = (workdir / "results" / "logs" / "model" / f"{config}.log").read_text()
+    resumed = [line for line in log.splitlines() if line.startswith("resuming ")]
+    assert resumed == [f"resuming results/runs/{config}/seed{s} from epoch 150" for s in (1, 3)], log[-2000:]
+    pd.testing.assert_frame_equal(_table(workdir), before)
 
 
 def slurm_answers() -> bool:
@@ -323,6 +331,6 @@ def test_the_slurm_profile_runs_the_study_through_sbatch(tmp_path, shrunk_local)
     )
     log = proc.stdout + proc.stderr
     submitted = log.count("SLURM jobid") + log.count("SLURM run ID")
-    # data, feature net, anchors, 8 model jobs (one per run), collect, figures, report texts
-    assert submitted >= 1 + 1 + 2 + 8 + 3, log[-3000:]
+    # data, feature net, anchors, 4 model jobs (one per configuration), collect, figures, report texts
+    assert submitted >= 1 + 1 + 2 + 4 + 3, log[-3000:]
     pd.testing.assert_frame_equal(_table(shrunk_local), _table(slurm))

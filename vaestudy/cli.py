@@ -108,6 +108,19 @@ def _train(args: argparse.Namespace) -> RunConfig:
     return config
 
 
+SEED_FIELD = "{seed}"  # in vaestudy model's --out and --figure: the seed of each model
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--seeds expects integers separated by commas, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds expects distinct integers separated by commas, got {text!r}")
+    return seeds
+
+
 def _positive_int(name: str):
     def parse(text: str) -> int:
         try:
@@ -137,37 +150,56 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     print(args.out)
 
 
+def _seed_path(template: Path | None, seed: int) -> Path | None:
+    return None if template is None else Path(str(template).replace(SEED_FIELD, str(seed)))
+
+
 def _cmd_model(args: argparse.Namespace) -> None:
-    """Train, evaluate and score one model in one process (the pipeline's job per model)."""
+    """Train, evaluate and score one model per seed in one process (the pipeline's job per
+    configuration: interpreter start-up and imports are paid once for all its seeds)."""
     import vaestudy.quality  # noqa: F401  (imported before the start-up is logged)
     from vaestudy.evaluate import evaluate
-    from vaestudy.train import load_trained
+    from vaestudy.train import load_trained, train
 
     log_startup()
     require(args.feature_net.is_file(), f"feature network {args.feature_net} not found")
-    config = _train(args)
-    trained = load_trained(args.out, config.device)  # the saved model, read once for both
-    evaluate(
-        args.out,
-        args.out / "metrics.json",
-        k=args.k,
-        device=config.device,
-        elbo_samples=args.elbo_samples,
-        max_elements=args.max_elements,
-        trained=trained,
+    config = run_config_from_args(args)
+    seeds = [config.seed] if args.seeds is None else args.seeds
+    require(
+        len(seeds) == 1 or SEED_FIELD in str(args.out),
+        f"--out must contain {SEED_FIELD} when --seeds names several seeds (got {args.out})",
     )
-    _quality(
-        args.out,
-        args.feature_net,
-        args.samples,
-        args.quality_k,
-        None,
-        config.device,
-        args.out / "quality.json",
-        args.figure,
-        trained=trained,
+    require(
+        len(seeds) == 1 or args.figure is None or SEED_FIELD in str(args.figure),
+        f"--figure must contain {SEED_FIELD} when --seeds names several seeds (got {args.figure})",
     )
-    print(f"{args.out}: trained, evaluated and scored")
+    for seed in seeds:
+        run = dataclasses.replace(config, seed=seed)
+        out = _seed_path(args.out, seed)
+        facts = train(run, out, progress=None)
+        print(f"{out}: {facts['status']} after {facts['epochs']} epochs ({facts['seconds']:.1f}s)")
+        trained = load_trained(out, run.device)  # the saved model, read once for both
+        evaluate(
+            out,
+            out / "metrics.json",
+            k=args.k,
+            device=run.device,
+            elbo_samples=args.elbo_samples,
+            max_elements=args.max_elements,
+            trained=trained,
+        )
+        _quality(
+            out,
+            args.feature_net,
+            args.samples,
+            args.quality_k,
+            None,
+            run.device,
+            out / "quality.json",
+            _seed_path(args.figure, seed),
+            trained=trained,
+        )
+        print(f"{out}: trained, evaluated and scored")
 
 
 def _cmd_prepare(args: argparse.Namespace) -> None:
@@ -440,11 +472,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser(
-        "model", help="train, evaluate and score one model in one process (the pipeline's job per model)"
+        "model",
+        help="train, evaluate and score a model, or one per seed, in one process (the pipeline's job)",
     )
     _add_run_arguments(p)
     p.add_argument(
-        "--out", required=True, type=Path, help="run folder (model, history, metrics.json, quality.json)"
+        "--seeds",
+        type=_seed_list,
+        default=None,
+        metavar="N[,N...]",
+        help=f"one model per seed, one after the other (instead of --seed); --out and --figure then hold {SEED_FIELD}",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help=f"run folder (model, history, metrics.json, quality.json); {SEED_FIELD} is replaced by the seed",
     )
     p.add_argument("--threads", type=_positive_int("threads"), default=None, help="CPU threads for torch")
     _add_evaluate_arguments(p)
@@ -455,7 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quality-k", type=_positive_int("k"), default=3, help="nearest neighbours of precision/recall"
     )
-    p.add_argument("--figure", type=Path, default=None, help="PNG of the model's sample grid")
+    p.add_argument(
+        "--figure", type=Path, default=None, help=f"PNG of the model's sample grid ({SEED_FIELD} as in --out)"
+    )
     p.set_defaults(func=_cmd_model)
 
     p = sub.add_parser("prepare", help="check that a data set loads and record its splits")

@@ -19,21 +19,29 @@ RESULTS = config["results"]
 os.environ[STARTUP_ENV] = "1"  # VAESTUDY_LOG_STARTUP, set here for the jobs, not asked of the user
 RUN_NAMES = list(RUNS)
 ARENAS = sorted({run.config.arena for run in RUNS.values()})
+SEEDS = list(config["seeds"])
+# one model job per configuration (its name without the seed -> its first run): all seeds, one process
+CONFIGS = {}
+for run in RUNS.values():
+    CONFIGS.setdefault(run.config_name, run)
 
 
 wildcard_constraints:
-    run="|".join(re.escape(name) for name in RUN_NAMES),
+    cfg="|".join(re.escape(name) for name in CONFIGS),
     dataset=re.escape(config["dataset"]),
     arena="|".join(ARENAS),
 
 
-def run_args(wildcards) -> str:
-    """The run's settings as `vaestudy train` flags, each shell-quoted."""
-    cfg = RUNS[wildcards.run].config
-    args = []
+def config_args(wildcards) -> str:
+    """The configuration's settings as `vaestudy model` flags, each shell-quoted: those of its
+    runs, with --seeds for all the seeds instead of one --seed."""
+    cfg = CONFIGS[wildcards.cfg].config
+    args = ["--seeds", ",".join(map(str, SEEDS))]
     for key, value in cfg.to_dict().items():
         flag = "--" + key.replace("_", "-")
-        if key == "params":
+        if key == "seed":
+            continue
+        elif key == "params":
             for name, v in value.items():
                 args += ["--param", f"{name}={v}"]
         elif key == "hidden":
@@ -43,6 +51,11 @@ def run_args(wildcards) -> str:
         elif value is not None:
             args += [flag, str(value)]
     return shlex.join(args)
+
+
+def per_seed(name: str) -> list[str]:
+    """The file `name` of every seed's run of the configuration {cfg}."""
+    return [f"{RESULTS}/runs/{{cfg}}/seed{seed}/{name}" for seed in SEEDS]
 
 
 def rule_resources(rule_name: str, key: str):

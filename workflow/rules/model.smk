@@ -1,28 +1,36 @@
-# One model of the grid, in one process: train (resuming from its checkpoint; a diverged run is a
-# result), evaluate on the test split (ELBO, IWAE, bpd, active units, calibration), then sample
-# quality (FID, precision/recall, entropy, its sample grid). One process per model, not three,
-# so that interpreter start-up and imports stay a small part of the study's time.
-# A change of the evaluation settings reruns this job; training then resumes from the checkpoint
-# written at its last epoch, so only evaluation and sample quality are recomputed.
+# One job per configuration of the grid, in one process for all its seeds: for each seed, train
+# (resuming from its checkpoint; a diverged run is a result), evaluate on the test split (ELBO,
+# IWAE, bpd, active units, calibration), then sample quality (FID, precision/recall, entropy, its
+# sample grid). One process per configuration, not three per model, so that interpreter start-up
+# and imports (about 1.3 s a process) stay a small part of the study's time.
+# Deleting one model's folder reruns its configuration's job: that seed trains again, the other
+# seeds resume from the checkpoints of their last epoch and are only evaluated again. A change of
+# the evaluation settings reruns every job the same way: evaluation and sample quality only.
 rule model:
     input:
         data=f"{RESULTS}/data/{config['dataset']}.json",
         net=rules.feature_net.output.net,
     output:
-        model=f"{RESULTS}/runs/{{run}}/model.pt",
-        history=f"{RESULTS}/runs/{{run}}/history.csv",
-        facts=f"{RESULTS}/runs/{{run}}/train.json",
-        metrics=f"{RESULTS}/runs/{{run}}/metrics.json",
-        scores=f"{RESULTS}/runs/{{run}}/quality.json",
-        figure=report(f"{RESULTS}/figures/samples/{{run}}.png", caption="../report/samples.rst",
-                      category="Q5. What is a sample?", subcategory="sample grids", labels={"model": "{run}"}),
+        models=per_seed("model.pt"),
+        histories=per_seed("history.csv"),
+        facts=per_seed("train.json"),
+        metrics=per_seed("metrics.json"),
+        scores=per_seed("quality.json"),
+        figures=[
+            report(f"{RESULTS}/figures/samples/{{cfg}}/seed{seed}.png", caption="../report/samples.rst",
+                   category="Q5. What is a sample?", subcategory="sample grids",
+                   labels={"model": "{cfg}", "seed": str(seed)})
+            for seed in SEEDS
+        ],
     log:
-        f"{RESULTS}/logs/model/{{run}}.log",
+        f"{RESULTS}/logs/model/{{cfg}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/model/{{run}}.tsv"
+        f"{RESULTS}/benchmarks/model/{{cfg}}.tsv"
     params:
-        args=run_args,
-        out=lambda wildcards, output: os.path.dirname(output.model),
+        args=config_args,
+        # vaestudy model puts each seed in the place of {seed}
+        out=lambda wildcards: f"{RESULTS}/runs/{wildcards.cfg}/seed{{seed}}",
+        figure=lambda wildcards: f"{RESULTS}/figures/samples/{wildcards.cfg}/seed{{seed}}.png",
         k=config["evaluate"]["k"],
         elbo_samples=config["evaluate"]["elbo_samples"],
         max_elements=(f"--max-elements {int(config['evaluate']['max_elements'])}"
@@ -38,4 +46,4 @@ rule model:
         "vaestudy model {params.args} --threads {threads} --out {params.out:q} "
         "--k {params.k} --elbo-samples {params.elbo_samples} {params.max_elements} "
         "--feature-net {input.net:q} {params.samples} --quality-k {params.quality_k} "
-        "--figure {output.figure:q} > {log:q} 2>&1"
+        "--figure {params.figure:q} > {log:q} 2>&1"
