@@ -116,3 +116,32 @@ def test_iwae_ladder():
     assert iwae_ladder(5000) == [1, 10, 100, 1000, 5000]
     assert iwae_ladder(100) == [1, 10, 100]
     assert iwae_ladder(1) == [1]
+
+
+def test_evaluation_runs_with_tf32_off_even_when_the_caller_switched_it_on(tmp_path):
+    """STUDY: evaluation stays float32 without TF32. Every decoder call of `evaluate` sees TF32
+    off, and the caller's setting is restored afterwards (the flag is the same on CPU and CUDA)."""
+    from vaestudy.config import RunConfig
+    from vaestudy.evaluate import evaluate
+    from vaestudy.train import load_trained, train
+
+    config = RunConfig(family="gaussian_fixed", epochs=1, hidden=[16], latent=2, device="cpu", max_test=40)
+    train(config, tmp_path / "run", progress=False)
+    trained = load_trained(tmp_path / "run", "cpu")
+    model = trained[0]
+    seen, decode = [], model.decode
+
+    def recording_decode(z):
+        seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        return decode(z)
+
+    model.decode = recording_decode
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        evaluate(tmp_path / "run", tmp_path / "m.json", k=20, device="cpu", trained=trained)
+        after = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    assert seen and set(seen) == {(False, False)}
+    assert after == (True, True)
