@@ -261,6 +261,21 @@ def compiles(compile: str, device: torch.device) -> bool:
     return compile == "always" or (compile == "auto" and device.type == "cuda")
 
 
+def _allow_many_compiled_models() -> None:
+    """Each model trained in a process (the seeds of a configuration, the families of a test)
+    compiles VAE.terms anew, and torch.compile keeps 8 versions of a function by default, past
+    which it would run the function eagerly without saying so. Keep 64, and fail past them, so
+    that TrainStep falls back to eager and says so."""
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):  # the newer name, and the older one
+        if hasattr(config, name):
+            setattr(config, name, max(getattr(config, name), 64))
+    if hasattr(config, "fail_on_recompile_limit_hit"):
+        config.fail_on_recompile_limit_hit = True
+
+
 class TrainStep:
     """One Adam step on a batch; returns the (loss, rate, distortion) of each image, detached.
 
@@ -279,6 +294,7 @@ class TrainStep:
         self.device = next(model.parameters()).device
         self.compiled = None
         if compiles(compile, self.device):
+            _allow_many_compiled_models()
             cuda = self.device.type == "cuda"
             self.compiled = torch.compile(
                 model.terms, mode="reduce-overhead" if cuda else None, dynamic=False
