@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import functools
 import io
 import math
 import resource
@@ -50,8 +51,12 @@ HISTORY_COLUMNS = ("epoch", "loss", "rate", "distortion", "sigma", "val_elbo", "
 
 
 def load_data(config: RunConfig, device: torch.device) -> ArenaData:
-    """The run's data set in its arena, on the device (the same splits for every model)."""
-    return arena_data(
+    """The run's data set in its arena, on the device (the same splits for every model).
+
+    The last one loaded is kept: training and then evaluating the seeds of a configuration in
+    one process (vaestudy model --seeds) reads the data set once, not twice per seed. Nothing
+    changes an ArenaData after it is built."""
+    return _arena_data_cached(
         config.dataset,
         config.arena,
         device,
@@ -63,6 +68,9 @@ def load_data(config: RunConfig, device: torch.device) -> ArenaData:
         config.max_train,
         config.max_test,
     )
+
+
+_arena_data_cached = functools.lru_cache(maxsize=1)(arena_data)
 
 
 def build_model(config: RunConfig, data: ArenaData) -> VAE:
@@ -282,8 +290,8 @@ class TrainStep:
     The ELBO terms (VAE.terms: forward and, through autograd, backward) run eagerly, or compiled
     by torch.compile where `compiles(compile, device)`. On CUDA the mode is 'reduce-overhead': the
     forward and the backward graphs are each replayed as one CUDA graph instead of dozens of
-    kernel launches. On the CPU compiling gained about 5% on the benchmark MLP and costs tens of
-    seconds per process, so 'auto' stays eager there. The noise is drawn eagerly from the run's
+    kernel launches. On the CPU compiling gained 1 to 5% on the benchmark MLP and costs seconds
+    per process and model, so 'auto' stays eager there. The noise is drawn eagerly from the run's
     generator in both paths, so both see the same draws. If compiling or running the compiled
     step fails (no C++ compiler or Triton, an operation of a family that torch.compile cannot
     trace), the step says so once on stderr and goes on eagerly, from the same batch.
