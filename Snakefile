@@ -1,6 +1,6 @@
 # vaestudy: what p(x|z) should a VAE decoder be?
-# config.yaml -> schema check -> grid of runs -> prepare data, feature network -> one job per model
-# (train, evaluate, sample quality)
+# config.yaml -> schema check -> grid of runs -> prepare data, feature network -> one job per
+# configuration (train, evaluate, sample quality of each of its seeds)
 # -> collect tables -> figures and report texts (snakemake --report results/report.html).
 import sys
 
@@ -41,7 +41,8 @@ rule all:
         rules.collect.output,
         rules.figures.output,
         rules.report_text.output,
-        # every model's outputs too, so that deleting a model's folder rebuilds that model alone
+        # every model's outputs too, so that deleting a model's folder rebuilds it (its configuration's
+        # job: the other seeds resume from their last checkpoint and are only evaluated again)
         rules.collect.input.metrics,
         rules.collect.input.quality,
     default_target: True
