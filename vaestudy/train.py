@@ -329,8 +329,10 @@ class TrainStep:
         return self._step(self.model.terms, x, eps)
 
     def _step(self, terms_of: Callable, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        terms = terms_of(x, eps)
+        # gradients dropped before the forward: under CUDA graphs the last step's gradients live in
+        # memory that this step's replay reuses
         self.optimizer.zero_grad(set_to_none=True)
+        terms = terms_of(x, eps)
         terms["loss"].mean().backward()
         self.optimizer.step()
         return torch.stack((terms["loss"], terms["rate"], terms["distortion"])).detach()
