@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from vaestudy.config import RunConfig
+from vaestudy.config import COMPILE_CHOICES, RunConfig
 from vaestudy.utils import UserError, log_startup, require
 
 
@@ -95,17 +95,15 @@ def _cmd_train(args: argparse.Namespace) -> None:
     import vaestudy.train  # noqa: F401  (imported before the start-up is logged)
 
     log_startup()
-    _train(args)
+    _train(run_config_from_args(args), args.out)
 
 
-def _train(args: argparse.Namespace) -> RunConfig:
-    """Train the run of the command line's settings into --out; its config."""
+def _train(config: RunConfig, out: Path) -> None:
+    """Train one run into `out` (resuming from its checkpoint), with a line saying how it ended."""
     from vaestudy.train import train
 
-    config = run_config_from_args(args)
-    facts = train(config, args.out, progress=None)
-    print(f"{args.out}: {facts['status']} after {facts['epochs']} epochs ({facts['seconds']:.1f}s)")
-    return config
+    facts = train(config, out, progress=None)
+    print(f"{out}: {facts['status']} after {facts['epochs']} epochs ({facts['seconds']:.1f}s)")
 
 
 SEED_FIELD = "{seed}"  # in vaestudy model's --out and --figure: the seed of each model
@@ -159,7 +157,7 @@ def _cmd_model(args: argparse.Namespace) -> None:
     configuration: interpreter start-up and imports are paid once for all its seeds)."""
     import vaestudy.quality  # noqa: F401  (imported before the start-up is logged)
     from vaestudy.evaluate import evaluate
-    from vaestudy.train import load_trained, train
+    from vaestudy.train import load_trained
 
     log_startup()
     require(args.feature_net.is_file(), f"feature network {args.feature_net} not found")
@@ -176,8 +174,7 @@ def _cmd_model(args: argparse.Namespace) -> None:
     for seed in seeds:
         run = dataclasses.replace(config, seed=seed)
         out = _seed_path(args.out, seed)
-        facts = train(run, out, progress=None)
-        print(f"{out}: {facts['status']} after {facts['epochs']} epochs ({facts['seconds']:.1f}s)")
+        _train(run, out)
         trained = load_trained(out, run.device)  # the saved model, read once for both
         evaluate(
             out,
@@ -599,7 +596,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--compile",
-        choices=["auto", "always", "never"],
+        choices=COMPILE_CHOICES,
         default="auto",
         help="the trainer's step under torch.compile: auto = on CUDA only (then also timed eager)",
     )

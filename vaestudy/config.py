@@ -17,6 +17,11 @@ from vaestudy.utils import UserError, require
 COMPILE_CHOICES = ("auto", "always", "never")  # how the training step runs (vaestudy.train.TrainStep)
 
 
+def check_compile(value: str) -> str:
+    require(value in COMPILE_CHOICES, f"compile must be one of {', '.join(COMPILE_CHOICES)}, got {value!r}")
+    return value
+
+
 @dataclass
 class RunConfig:
     """Everything that defines one trained model. Field comments are the --help texts."""
@@ -117,10 +122,7 @@ class RunConfig:
         require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         require(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        require(
-            self.compile in COMPILE_CHOICES,
-            f"compile must be one of {', '.join(COMPILE_CHOICES)}, got {self.compile!r}",
-        )
+        check_compile(self.compile)
         require(self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         require(0 < self.val_fraction < 1, f"val_fraction must be in (0, 1), got {self.val_fraction}")
         require(0 < self.test_fraction < 1, f"test_fraction must be in (0, 1), got {self.test_fraction}")

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vaestudy.config import COMPILE_CHOICES, RunConfig
+from vaestudy.config import RunConfig, check_compile
 from vaestudy.data import ArenaData, arena_data
 from vaestudy.likelihoods import build_likelihood
 from vaestudy.model import VAE, ModelConfig
@@ -263,10 +263,7 @@ def make_optimizer(model: nn.Module, lr: float) -> FusedAdam | torch.optim.Adam:
 
 def compiles(compile: str, device: torch.device) -> bool:
     """Does the setting `compile` compile the training step on this device? auto: on CUDA only."""
-    require(
-        compile in COMPILE_CHOICES, f"compile must be one of {', '.join(COMPILE_CHOICES)}, got {compile!r}"
-    )
-    return compile == "always" or (compile == "auto" and device.type == "cuda")
+    return check_compile(compile) == "always" or (compile == "auto" and device.type == "cuda")
 
 
 def _allow_many_compiled_models() -> None:
@@ -299,13 +296,13 @@ class TrainStep:
 
     def __init__(self, model: VAE, optimizer: FusedAdam | torch.optim.Optimizer, compile: str = "never"):
         self.model, self.optimizer = model, optimizer
-        self.device = next(model.parameters()).device
+        device = next(model.parameters()).device
+        self.cuda = device.type == "cuda"
         self.compiled = None
-        if compiles(compile, self.device):
+        if compiles(compile, device):
             _allow_many_compiled_models()
-            cuda = self.device.type == "cuda"
             self.compiled = torch.compile(
-                model.terms, mode="reduce-overhead" if cuda else None, dynamic=False
+                model.terms, mode="reduce-overhead" if self.cuda else None, dynamic=False
             )
 
     @property
@@ -316,7 +313,7 @@ class TrainStep:
         eps = self.model.noise(x, g)
         if self.compiled is not None:
             try:
-                if self.device.type == "cuda":
+                if self.cuda:
                     torch.compiler.cudagraph_mark_step_begin()
                 return self._step(self.compiled, x, eps)
             except Exception as exc:  # torch.compile's failures share no base class
