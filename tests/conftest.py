@@ -1,8 +1,28 @@
+import shutil
 import struct
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
+
+from vaestudy.train import HISTORY, MODEL
+
+
+def run_weights(folder: Path) -> dict:
+    """The final weights of the run trained into folder, on the CPU."""
+    return torch.load(folder / MODEL, weights_only=True, map_location="cpu")["model"]
+
+
+def run_history(folder: Path) -> pd.DataFrame:
+    """The run's history without its timing column."""
+    return pd.read_csv(folder / HISTORY).drop(columns="seconds")
+
+
+def has_cxx_compiler() -> bool:
+    """torch.compile on the CPU builds C++: is there a compiler?"""
+    return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

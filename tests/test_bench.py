@@ -1,10 +1,10 @@
 """The benchmark runs end to end on tiny sizes and its FLOP counts match a hand count."""
 
 import math
-import shutil
 
 import pytest
 import torch
+from conftest import has_cxx_compiler
 
 from vaestudy.bench import mlp_flops, run_bench, synthetic_levels
 
@@ -28,7 +28,7 @@ def test_synthetic_data_has_mnist_shape_and_levels():
 
 @pytest.mark.parametrize("compile", ["auto", "always"])
 def test_the_benchmark_table_is_complete_and_consistent(tmp_path, compile):
-    if compile == "always" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+    if compile == "always" and not has_cxx_compiler():
         pytest.skip("torch.compile on CPU needs a C++ compiler")
     rows = run_bench(
         torch.device("cpu"),

@@ -7,9 +7,10 @@ import math
 import pandas as pd
 import pytest
 import torch
+from conftest import run_history, run_weights
 
 from vaestudy.config import RunConfig
-from vaestudy.train import MODEL, train
+from vaestudy.train import train
 
 pytestmark = [
     pytest.mark.cuda,
@@ -17,10 +18,6 @@ pytestmark = [
 ]
 
 SMALL = dict(epochs=3, hidden=[64], latent=4, batch_size=60, device="cuda", max_train=300, max_test=60)
-
-
-def _weights(folder):
-    return torch.load(folder / MODEL, weights_only=True, map_location="cpu")["model"]
 
 
 @pytest.mark.parametrize(
@@ -36,13 +33,12 @@ def test_the_compiled_training_step_on_cuda_matches_eager(tmp_path, capsys, fami
     compiled = train(RunConfig(compile="auto", **base), tmp_path / "compiled", progress=False)
     assert "the compiled training step failed" not in capsys.readouterr().err
     assert eager["training_step"] == "eager" and compiled["training_step"] == "compiled"
-    we, wc = _weights(tmp_path / "eager"), _weights(tmp_path / "compiled")
+    we, wc = run_weights(tmp_path / "eager"), run_weights(tmp_path / "compiled")
     for key in we:
         torch.testing.assert_close(wc[key], we[key], rtol=1e-4, atol=1e-5)
-    history = [
-        pd.read_csv(tmp_path / name / "history.csv").drop(columns="seconds") for name in ("compiled", "eager")
-    ]
-    pd.testing.assert_frame_equal(*history, rtol=1e-4, atol=1e-5)
+    pd.testing.assert_frame_equal(
+        run_history(tmp_path / "compiled"), run_history(tmp_path / "eager"), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_evaluation_on_cuda_turns_tf32_off_and_is_float32_exact(tmp_path):

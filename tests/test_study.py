@@ -86,27 +86,27 @@ def test_bad_studies_name_the_key_and_the_problem(study, message):
     assert message in str(info.value)
 
 
-@pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10"])
-def test_published_scale_studies_expand(name):
+def _published_study(name: str) -> dict:
+    """workflow/studies/NAME.yaml over the default config, as `--configfile` merges it."""
     study = copy.deepcopy(DEFAULT)
     for key, value in yaml.safe_load((ROOT / "workflow" / "studies" / f"{name}.yaml").read_text()).items():
         if isinstance(value, dict) and key not in ("arenas",):
             study.setdefault(key, {}).update(value)
         else:
             study[key] = value
-    runs = expand_study(study)
+    return study
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10"])
+def test_published_scale_studies_expand(name):
+    runs = expand_study(_published_study(name))
     assert {r.config.dataset for r in runs} == {name}
     assert len(runs) >= 3 * 14
 
 
 def test_the_mnist_study_runs_on_synthetic_mnist_without_a_data_root():
     """The GPU timing of the MNIST-scale study: --config dataset=synthetic_mnist data_root=null."""
-    study = copy.deepcopy(DEFAULT)
-    for key, value in yaml.safe_load((ROOT / "workflow" / "studies" / "mnist.yaml").read_text()).items():
-        if isinstance(value, dict) and key not in ("arenas",):
-            study.setdefault(key, {}).update(value)
-        else:
-            study[key] = value
+    study = _published_study("mnist")
     study.update(dataset="synthetic_mnist", data_root=None)
     runs = expand_study(study)
     assert {r.config.dataset for r in runs} == {"synthetic_mnist"} and len(runs) == 15 * 3

@@ -11,6 +11,7 @@ import time
 import pandas as pd
 import pytest
 import torch
+from conftest import has_cxx_compiler, run_history, run_weights
 
 from vaestudy.config import RunConfig
 from vaestudy.evaluate import evaluate
@@ -20,20 +21,12 @@ from vaestudy.train import CHECKPOINT, HISTORY, MODEL, train
 SMALL = dict(epochs=3, hidden=[32], latent=4, batch_size=64, device="cpu", max_train=300, max_test=60)
 
 
-def _weights(folder):
-    return torch.load(folder / MODEL, weights_only=True)["model"]
-
-
-def _history(folder):
-    return pd.read_csv(folder / HISTORY).drop(columns="seconds")
-
-
 def _assert_same_run(a, b):
-    wa, wb = _weights(a), _weights(b)
+    wa, wb = run_weights(a), run_weights(b)
     assert wa.keys() == wb.keys()
     for key in wa:
         assert torch.equal(wa[key], wb[key]), key
-    pd.testing.assert_frame_equal(_history(a), _history(b))
+    pd.testing.assert_frame_equal(run_history(a), run_history(b))
 
 
 def test_training_is_deterministic_for_a_seed(tmp_path):
@@ -44,11 +37,11 @@ def test_training_is_deterministic_for_a_seed(tmp_path):
     other = RunConfig(family="gaussian_shared", seed=2, **SMALL)
     train(other, tmp_path / "c", progress=False)
     assert not torch.equal(
-        _weights(tmp_path / "a")["decoder.0.weight"], _weights(tmp_path / "c")["decoder.0.weight"]
+        run_weights(tmp_path / "a")["decoder.0.weight"], run_weights(tmp_path / "c")["decoder.0.weight"]
     )
 
 
-def test_resume_from_a_checkpoint_ends_with_identical_weights_and_history(tmp_path):
+def test_resume_from_a_checkpoint_ends_with_identical_weights_andrun_history(tmp_path):
     base = dict(SMALL, epochs=6, checkpoint_every=2)
     train(RunConfig(family="gaussian_optimal", **base), tmp_path / "whole", progress=False)
     # stop after epoch 3 (its checkpoint), then resume to 6
@@ -166,7 +159,7 @@ def test_gaussian_optimal_fixes_its_sigma_from_the_training_data(tmp_path):
     train(config, tmp_path / "run", progress=False)
     data = load_data(config, torch.device("cpu"))
     model = build_model(config, data)
-    model.load_state_dict(_weights(tmp_path / "run"))
+    model.load_state_dict(run_weights(tmp_path / "run"))
     model.eval()
     residual = model.mean_squared_residual(data.train_fixed(), generator(torch.device("cpu"), 1, "final-fit"))
     assert model.likelihood.sigma() == pytest.approx(math.sqrt(residual), rel=1e-5)
@@ -272,13 +265,7 @@ def test_training_does_not_import_torch_dynamo():
     assert out.stdout.strip().splitlines()[-1] == "False", out.stdout + out.stderr
 
 
-def _has_cxx_compiler() -> bool:
-    import shutil
-
-    return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
-
-
-@pytest.mark.skipif(not _has_cxx_compiler(), reason="torch.compile on CPU needs a C++ compiler")
+@pytest.mark.skipif(not has_cxx_compiler(), reason="torch.compile on CPU needs a C++ compiler")
 @pytest.mark.parametrize(
     "family,arena", [*((f, "continuous") for f in sorted(REGISTRY)), ("bernoulli", "binary")]
 )
@@ -292,11 +279,11 @@ def test_the_compiled_training_step_matches_eager(tmp_path, family, arena):
     eager = train(RunConfig(compile="never", **base), tmp_path / "eager", progress=False)
     compiled = train(RunConfig(compile="always", **base), tmp_path / "compiled", progress=False)
     assert eager["training_step"] == "eager" and compiled["training_step"] == "compiled"
-    we, wc = _weights(tmp_path / "eager"), _weights(tmp_path / "compiled")
+    we, wc = run_weights(tmp_path / "eager"), run_weights(tmp_path / "compiled")
     for key in we:
         torch.testing.assert_close(wc[key], we[key], rtol=1e-5, atol=1e-6)
     pd.testing.assert_frame_equal(
-        _history(tmp_path / "compiled"), _history(tmp_path / "eager"), rtol=1e-5, atol=1e-6
+        run_history(tmp_path / "compiled"), run_history(tmp_path / "eager"), rtol=1e-5, atol=1e-6
     )
 
 
