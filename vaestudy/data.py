@@ -281,7 +281,8 @@ class ArenaData:
         n = len(self.train_levels)
         perm = torch.randperm(n, generator=g, device=self.device)
         for start in range(0, n, batch_size):
-            yield self.transform(self.train_levels[perm[start : start + batch_size]], g)
+            # index_select: the rows that advanced indexing gives, several times faster on CPU
+            yield self.transform(self.train_levels.index_select(0, perm[start : start + batch_size]), g)
 
 
 def arena_data(
