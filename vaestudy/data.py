@@ -237,13 +237,14 @@ def binarise(k: torch.Tensor, levels: int, g: torch.Generator) -> torch.Tensor:
     One uniform per pixel and a comparison: three times as fast as torch.bernoulli on CPU, and
     exact up to float32's 2^-24 grid of u.
     """
-    u = torch.rand(k.shape, generator=g, device=k.device)
-    return (u < k / (levels - 1)).to(k.dtype)
+    u = torch.rand(k.shape, generator=g, device=k.device, dtype=k.dtype)
+    return torch.lt(u, k / (levels - 1), out=u)  # written over u: one pass fewer than .to(float)
 
 
 def dequantise(k: torch.Tensor, levels: int, g: torch.Generator) -> torch.Tensor:
     """y = (k + u) / L, u ~ U[0, 1), for float grey levels k."""
-    return (k + torch.rand(k.shape, generator=g, device=k.device)) / levels
+    u = torch.rand(k.shape, generator=g, device=k.device, dtype=k.dtype)
+    return u.add_(k).div_(levels)  # (k + u) / L, in place
 
 
 class ArenaData:
