@@ -586,7 +586,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--train-images", type=_positive_int("train images"), default=10_000)
     p.add_argument(
-        "--repeats", type=_positive_int("repeats"), default=3, help="interleaved epochs of each loop"
+        "--repeats",
+        type=_positive_int("repeats"),
+        default=3,
+        help="interleaved epochs of each loop, and timed IWAE runs (the FLOP rates take the fastest)",
     )
     p.add_argument(
         "--iwae-images",
