@@ -20,6 +20,15 @@ def run_history(folder: Path) -> pd.DataFrame:
     return pd.read_csv(folder / HISTORY).drop(columns="seconds")
 
 
+def assert_runs_close(actual: Path, expected: Path, rtol: float, atol: float) -> None:
+    """The final weights and every history value of two runs agree within the tolerance."""
+    wa, we = run_weights(actual), run_weights(expected)
+    assert wa.keys() == we.keys()
+    for key in we:
+        torch.testing.assert_close(wa[key], we[key], rtol=rtol, atol=atol)
+    pd.testing.assert_frame_equal(run_history(actual), run_history(expected), rtol=rtol, atol=atol)
+
+
 def has_cxx_compiler() -> bool:
     """torch.compile on the CPU builds C++: is there a compiler?"""
     return any(shutil.which(c) for c in ("g++", "c++", "clang++"))

@@ -4,10 +4,9 @@ benchmark's CUDA rows. On a machine with a GPU: `pytest tests/test_cuda.py`."""
 
 import math
 
-import pandas as pd
 import pytest
 import torch
-from conftest import run_history, run_weights
+from conftest import assert_runs_close
 
 from vaestudy.config import RunConfig
 from vaestudy.train import train
@@ -33,12 +32,7 @@ def test_the_compiled_training_step_on_cuda_matches_eager(tmp_path, capsys, fami
     compiled = train(RunConfig(compile="auto", **base), tmp_path / "compiled", progress=False)
     assert "the compiled training step failed" not in capsys.readouterr().err
     assert eager["training_step"] == "eager" and compiled["training_step"] == "compiled"
-    we, wc = run_weights(tmp_path / "eager"), run_weights(tmp_path / "compiled")
-    for key in we:
-        torch.testing.assert_close(wc[key], we[key], rtol=1e-4, atol=1e-5)
-    pd.testing.assert_frame_equal(
-        run_history(tmp_path / "compiled"), run_history(tmp_path / "eager"), rtol=1e-4, atol=1e-5
-    )
+    assert_runs_close(tmp_path / "compiled", tmp_path / "eager", rtol=1e-4, atol=1e-5)
 
 
 def test_evaluation_on_cuda_turns_tf32_off_and_is_float32_exact(tmp_path):

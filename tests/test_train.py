@@ -11,7 +11,7 @@ import time
 import pandas as pd
 import pytest
 import torch
-from conftest import has_cxx_compiler, run_history, run_weights
+from conftest import assert_runs_close, has_cxx_compiler, run_history, run_weights
 
 from vaestudy.config import RunConfig
 from vaestudy.evaluate import evaluate
@@ -41,7 +41,7 @@ def test_training_is_deterministic_for_a_seed(tmp_path):
     )
 
 
-def test_resume_from_a_checkpoint_ends_with_identical_weights_andrun_history(tmp_path):
+def test_resume_from_a_checkpoint_ends_with_identical_weights_and_history(tmp_path):
     base = dict(SMALL, epochs=6, checkpoint_every=2)
     train(RunConfig(family="gaussian_optimal", **base), tmp_path / "whole", progress=False)
     # stop after epoch 3 (its checkpoint), then resume to 6
@@ -279,12 +279,7 @@ def test_the_compiled_training_step_matches_eager(tmp_path, family, arena):
     eager = train(RunConfig(compile="never", **base), tmp_path / "eager", progress=False)
     compiled = train(RunConfig(compile="always", **base), tmp_path / "compiled", progress=False)
     assert eager["training_step"] == "eager" and compiled["training_step"] == "compiled"
-    we, wc = run_weights(tmp_path / "eager"), run_weights(tmp_path / "compiled")
-    for key in we:
-        torch.testing.assert_close(wc[key], we[key], rtol=1e-5, atol=1e-6)
-    pd.testing.assert_frame_equal(
-        run_history(tmp_path / "compiled"), run_history(tmp_path / "eager"), rtol=1e-5, atol=1e-6
-    )
+    assert_runs_close(tmp_path / "compiled", tmp_path / "eager", rtol=1e-5, atol=1e-6)
 
 
 def test_a_training_step_that_fails_to_compile_trains_eagerly(tmp_path, monkeypatch, capsys):
