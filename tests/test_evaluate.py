@@ -10,7 +10,7 @@ from torch.distributions import Normal, kl_divergence
 
 from vaestudy.evaluate import active_units, bits_per_dim, elbo_terms, iwae, iwae_ladder
 from vaestudy.likelihoods import build_likelihood
-from vaestudy.model import VAE, ModelConfig, kl_standard_normal
+from vaestudy.model import VAE, ModelConfig, SampleDecoder, kl_standard_normal
 
 D, LATENT, SIGMA = 5, 2, 0.5
 
@@ -118,7 +118,7 @@ def test_iwae_ladder():
     assert iwae_ladder(1) == [1]
 
 
-def test_evaluation_runs_with_tf32_off_even_when_the_caller_switched_it_on(tmp_path):
+def test_evaluation_runs_with_tf32_off_even_when_the_caller_switched_it_on(tmp_path, monkeypatch):
     """STUDY: evaluation stays float32 without TF32. Every decoder call of `evaluate` sees TF32
     off, and the caller's setting is restored afterwards (the flag is the same on CPU and CUDA)."""
     from vaestudy.config import RunConfig
@@ -136,6 +136,13 @@ def test_evaluation_runs_with_tf32_off_even_when_the_caller_switched_it_on(tmp_p
         return decode(z)
 
     model.decode = recording_decode
+    sample_decode = SampleDecoder.__call__
+
+    def recording_sample_decode(self, z):  # IWAE's decoder
+        seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, "iwae"))
+        return sample_decode(self, z)
+
+    monkeypatch.setattr(SampleDecoder, "__call__", recording_sample_decode)
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     try:
@@ -143,5 +150,30 @@ def test_evaluation_runs_with_tf32_off_even_when_the_caller_switched_it_on(tmp_p
         after = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-    assert seen and set(seen) == {(False, False)}
+    assert set(seen) == {(False, False), (False, False, "iwae")}
     assert after == (True, True)
+
+
+@pytest.mark.parametrize(
+    "activation,architecture",
+    [("tanh", "mlp"), ("relu", "mlp"), ("elu", "mlp"), ("gelu", "mlp"), ("tanh", "conv")],
+)
+def test_sample_decoder_equals_the_models_decoder(activation, architecture):
+    """IWAE's decoder (biases folded into the products, kept buffers) gives model.decode's
+    outputs to float32 rounding: z written into its buffer, z from elsewhere, fewer rows than
+    its buffers hold, and more (then it is model.decode)."""
+    torch.manual_seed(0)
+    config = ModelConfig(shape=(1, 28, 28), latent=3, hidden=[32, 16], activation=activation)
+    config.architecture = architecture
+    model = VAE(config, build_likelihood("gaussian_heteroscedastic", 784)).eval()
+    mu, sigma, eps = torch.randn(4, 3), torch.rand(4, 3), torch.randn(5, 4, 3)
+    decode = SampleDecoder(model, rows=20)
+    with torch.no_grad():
+        reference = model.decode(mu + sigma * eps)
+        z = torch.addcmul(mu, sigma, eps, out=decode.latent(eps.shape))
+        torch.testing.assert_close(decode(z), reference, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(decode(mu + sigma * eps), reference, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(decode(z[:2]), reference[:2], rtol=1e-5, atol=1e-5)
+        more = torch.randn(6, 4, 3)
+        torch.testing.assert_close(decode(more), model.decode(more), rtol=0, atol=0)
+    assert (decode.latent(eps.shape) is None) == (activation == "gelu" or architecture == "conv")

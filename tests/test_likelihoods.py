@@ -218,3 +218,23 @@ def test_log_prob_equals_the_distributions_with_samples_broadcast(name, lik):
     (g_fast,) = torch.autograd.grad(fast.sum(), o)
     (g_ref,) = torch.autograd.grad(reference.sum(), o)
     torch.testing.assert_close(g_fast, g_ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "grey"])
+def test_bernoulli_log_prob_of_many_samples_is_as_accurate_as_softplus(binary):
+    """IWAE's Bernoulli path (log sigmoid(|o|) summed as logs of products of 16) in float32 on
+    784 pixels, with logits up to +-100 and exact zeros: against torch.distributions in float64,
+    within twice the error of the float32 softplus formula, and at most 1e-6 of the value."""
+    g = torch.Generator().manual_seed(2)
+    lik = build_likelihood("bernoulli", 784)
+    o = 25 * torch.randn((6, 3, 784), generator=g)
+    o[0, 0, :50], o[1, 1, :50], o[2, 2, :50] = 0.0, 100.0, -100.0
+    x = torch.rand((3, 784), generator=g)
+    if binary:
+        x = (x > 0.7).float()
+    fast = lik.log_prob(o, x).double()
+    reference = lik.distribution(o.double()).log_prob(x.double())
+    plain = ((o * x).sum(-1) - torch.nn.functional.softplus(o).sum(-1)).double()
+    error, plain_error = (fast - reference).abs().max(), (plain - reference).abs().max()
+    assert error <= 2 * plain_error + 1e-3
+    assert (fast - reference).abs().div(reference.abs()).max() < 1e-6

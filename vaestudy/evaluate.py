@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.distributions import Independent, Normal
 
 from vaestudy.config import RunConfig
 from vaestudy.data import ArenaData
 from vaestudy.likelihoods import Calibrated, Likelihood
-from vaestudy.model import VAE, kl_standard_normal
+from vaestudy.model import VAE, SampleDecoder, kl_standard_normal
 from vaestudy.train import FACTS, load_trained, seeds_of
 from vaestudy.utils import (
     atomic_write_json,
@@ -92,27 +91,32 @@ def iwae(
     """The importance-weighted bound L_k averaged over images, for every k of iwae_ladder(K).
 
     L_K with large K is the ll_iwae estimate. The first k of the same K samples give L_k.
-    Memory: at most about max_elements decoder outputs at once, whatever len(x) and K
-    (None: default_max_elements of the device).
+    Memory: the decoder of one chunk of about max_elements / (outputs per image) samples and
+    images at once (its outputs, hidden layers and the likelihood's temporaries: a few times
+    max_elements floats), whatever len(x) and K (None: default_max_elements of the device).
     """
     require(k >= 1, f"K must be >= 1, got {k}")
     max_elements = max_elements or default_max_elements(x.device)
     likelihood = likelihood or model.likelihood
     ladder = iwae_ladder(k)
-    prior = Normal(torch.zeros((), device=x.device), torch.ones((), device=x.device))
     sums = dict.fromkeys(ladder, 0.0)
     out_width = likelihood.outputs_per_pixel * likelihood.num_pixels
     for start in range(0, len(x), images_per_chunk):
         xb = x[start : start + images_per_chunk]
         mu, log_var = model.encode(xb)
-        q = Independent(Normal(mu, (0.5 * log_var).exp()), 1)
+        sigma, log_det = (0.5 * log_var).exp(), 0.5 * log_var.sum(-1)
         samples_per_chunk = max(1, max_elements // (len(xb) * out_width))
+        decode = SampleDecoder(model, samples_per_chunk * len(xb))
         log_w = torch.empty((k, len(xb)), device=x.device)
         for s in range(0, k, samples_per_chunk):
             n = min(samples_per_chunk, k - s)
-            z = _sample_z(mu, log_var, n, g)  # (n, B, latent)
-            log_px = likelihood.log_prob(model.decode(z), xb)
-            log_w[s : s + n] = log_px + prior.log_prob(z).sum(-1) - q.log_prob(z)
+            eps = torch.randn((n, *mu.shape), generator=g, device=mu.device, dtype=mu.dtype)
+            z = torch.addcmul(mu, sigma, eps, out=decode.latent(eps.shape))  # (n, B, latent) ~ q(z|x)
+            log_px = likelihood.log_prob(decode(z), xb)
+            # log p(z) - log q(z|x) with z = mu + sigma eps: the normalising constants cancel,
+            # leaving 0.5 sum(eps^2 - z^2) + sum log sigma (a few passes over n x B x latent
+            # numbers instead of two Normal.log_prob)
+            log_w[s : s + n] = torch.add(log_px, (eps - z).mul_(eps + z).sum(-1), alpha=0.5).add_(log_det)
         for kk in ladder:
             sums[kk] += float((torch.logsumexp(log_w[:kk], 0) - math.log(kk)).sum())
     return {kk: v / len(x) for kk, v in sums.items()}

@@ -114,6 +114,25 @@ def _check_floor(floor: float, init: float | None = None) -> None:
         raise ValueError(f"init must be > floor, got init={init}, floor={floor}")
 
 
+def _bernoulli_log_prob_samples(o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """x.o - sum softplus(o) for outputs o (S..., B, D) of samples in front of images x (B, D):
+    the IWAE loop's hot spot, computed with one transcendental function per output instead of
+    softplus's exp and log1p (on CPU softplus alone took a sixth of IWAE's time).
+
+    softplus(o) = relu(o) - log sigmoid(|o|), and sum relu(o) = (sum o + sum |o|) / 2. The
+    product of G sigmoids of |o| lies in [2^-G, 1], so with G = 16 one log of each product
+    replaces 16 logs without underflow. x.o and sum o are one batched product of o with
+    [x, 1]. In float32 this differs from softplus by rounding (about 1e-6 of the value)."""
+    d = o.shape[-1]
+    group = next(gr for gr in (16, 8, 4, 2, 1) if d % gr == 0)
+    x_and_ones = torch.stack((x, torch.ones_like(x)), -1).to(o.dtype)  # (B, D, 2)
+    x_dot_o, sum_o = torch.einsum("...bd,bdk->...bk", o, x_and_ones).unbind(-1)
+    a = o.abs()
+    sum_abs = a.sum(-1)
+    log_sigmoids = a.sigmoid_().view(*o.shape[:-1], group, d // group).prod(-2).log().sum(-1)
+    return x_dot_o - 0.5 * (sum_o + sum_abs) + log_sigmoids
+
+
 class BernoulliLikelihood(Likelihood):
     """prod Bern(x_i; sigmoid(o_i)). On grey levels this is BCE: not a normalised density."""
 
@@ -124,12 +143,11 @@ class BernoulliLikelihood(Likelihood):
         return Independent(Bernoulli(logits=o, validate_args=False), 1)
 
     def log_prob(self, o, x):
-        # log sigmoid(o) x + log sigmoid(-o) (1 - x) = x o - softplus(o): two passes over o
-        # instead of the six of binary_cross_entropy_with_logits on a broadcast x. With samples
-        # in front of x's batch (IWAE), x.o is a batched matrix-vector product: one read of o
-        # instead of a product written and summed (twice as fast on CPU).
-        xo = torch.einsum("...bd,bd->...b", o, x) if o.dim() > x.dim() >= 2 else (o * x).sum(-1)
-        return xo - F.softplus(o).sum(-1)
+        # log sigmoid(o) x + log sigmoid(-o) (1 - x) = x.o - sum softplus(o): two passes over o
+        # instead of the six of binary_cross_entropy_with_logits on a broadcast x.
+        if o.dim() > x.dim() >= 2:
+            return _bernoulli_log_prob_samples(o, x)
+        return (o * x).sum(-1) - F.softplus(o).sum(-1)
 
     def normalised(self, arena):
         return arena == "binary"
