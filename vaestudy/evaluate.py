@@ -111,7 +111,7 @@ def iwae(
         for s in range(0, k, samples_per_chunk):
             n = min(samples_per_chunk, k - s)
             eps = torch.randn((n, *mu.shape), generator=g, device=mu.device, dtype=mu.dtype)
-            z = torch.addcmul(mu, sigma, eps, out=decode.latent(eps.shape))  # (n, B, latent) ~ q(z|x)
+            z = torch.addcmul(mu, sigma, eps)  # (n, B, latent) ~ q(z|x)
             log_px = likelihood.log_prob(decode(z), xb)
             # log p(z) - log q(z|x) with z = mu + sigma eps: the normalising constants cancel,
             # leaving 0.5 sum(eps^2 - z^2) + sum log sigma (a few passes over n x B x latent

