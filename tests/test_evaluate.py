@@ -189,3 +189,13 @@ def test_sample_decoder_falls_back_to_the_models_decoder_when_onednn_fails(capsy
         torch.testing.assert_close(decode(z), model.decode(z), rtol=0, atol=0)
         assert not decode.layers  # stays with torch from then on
     assert "oneDNN's linear failed" in capsys.readouterr().err
+
+
+def test_sample_decoder_is_the_models_decoder_in_float64():
+    model = VAE(ModelConfig(shape=(1, 1, 6), latent=2, hidden=[8]), build_likelihood("bernoulli", 6))
+    model = model.double().eval()
+    decode = SampleDecoder(model, rows=10)
+    z = torch.randn(5, 2, dtype=torch.float64)
+    assert not decode.layers
+    with torch.no_grad():
+        torch.testing.assert_close(decode(z), model.decode(z), rtol=0, atol=0)
