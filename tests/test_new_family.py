@@ -42,3 +42,20 @@ def test_a_new_family_is_one_class(tmp_path, laplace):
     expected = torch.distributions.Laplace(o, 0.2).log_prob(x).sum(-1)
     torch.testing.assert_close(REGISTRY["laplace"](64, 0.2).distribution(o).log_prob(x), expected)
     assert metrics["ll_iwae"] >= metrics["elbo"] - 1.0
+
+
+def test_a_family_without_a_docstring_is_listed(capsys):
+    from vaestudy.cli import main
+
+    class Plain(Likelihood):
+        name = "plain_no_doc"
+
+        def distribution(self, o):
+            return Independent(torch.distributions.Normal(o, 1.0), 1)
+
+    try:
+        assert main(["families"]) == 0
+    finally:
+        del REGISTRY["plain_no_doc"]
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("plain_no_doc")]
+    assert len(lines) == 1 and "arenas: continuous" in lines[0]

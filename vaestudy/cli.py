@@ -429,7 +429,7 @@ def _cmd_families(args: argparse.Namespace) -> None:
 
     for name, cls in REGISTRY.items():
         params = ", ".join(f"{k}={v}" for k, v in family_parameters(name).items()) or "-"
-        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        doc = next(iter((cls.__doc__ or "").strip().splitlines()), "")  # a family may have no docstring
         print(f"{name:26s} arenas: {','.join(cls.arenas):18s} params: {params:24s} {doc}")
 
 

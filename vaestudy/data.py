@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from vaestudy.utils import UserError, generator, require
+from vaestudy.utils import UserError, first_line, generator, require
 
 ARENAS = ("binary", "continuous")
 
@@ -91,10 +91,9 @@ def _torchvision(name: str, root: str | None, download: bool) -> Levels:
             raise UserError(
                 f"{name} not found under data root {root} (copy the files there or pass --download)"
             ) from None
-        raise UserError(f"cannot read {name} under {root}: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"cannot read {name} under {root}: {first_line(exc)}") from None
     except Exception as exc:  # a corrupt or truncated file in the real on-disk format
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot read {name} under {root}: {msg}") from None
+        raise UserError(f"cannot read {name} under {root}: {first_line(exc)}") from None
 
     def as_tensor(ds) -> torch.Tensor:
         data = torch.as_tensor(ds.data)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from vaestudy.likelihoods import Likelihood
+from vaestudy.utils import first_line
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus, "elu": nn.ELU, "gelu": nn.GELU}
 FUSED_ACTIVATIONS = {"tanh": "tanh", "relu": "relu"}  # oneDNN's names of the activations it fuses
@@ -179,8 +180,10 @@ class SampleDecoder:
                     h = torch.ops.mkldnn._linear_pointwise(h, weight, bias, activation, [], "")
                 return h
             except RuntimeError as exc:
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                print(f"vaestudy: oneDNN's linear failed ({first}); decoding with torch", file=sys.stderr)
+                print(
+                    f"vaestudy: oneDNN's linear failed ({first_line(exc)}); decoding with torch",
+                    file=sys.stderr,
+                )
                 self.layers = []
         return self.model.decode(z)
 

@@ -29,6 +29,7 @@ from vaestudy.utils import (
     atomic_torch_save,
     atomic_write_json,
     derive_seed,
+    first_line,
     generator,
     require,
     torch_load,
@@ -133,7 +134,7 @@ def load_feature_net(path: str | Path, device: torch.device) -> FeatureNet:
     try:
         net.load_state_dict(saved["state"])
     except RuntimeError as exc:
-        raise UserError(f"{path} does not fit a feature network: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"{path} does not fit a feature network: {first_line(exc)}") from None
     return net.to(device).eval()
 
 

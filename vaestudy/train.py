@@ -36,6 +36,7 @@ from vaestudy.utils import (
     check_output_folder,
     derive_seed,
     device_name,
+    first_line,
     generator,
     require,
     resolve_device,
@@ -317,9 +318,8 @@ class TrainStep:
                     torch.compiler.cudagraph_mark_step_begin()
                 return self._step(self.compiled, x, eps)
             except Exception as exc:  # torch.compile's failures share no base class
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 print(
-                    f"vaestudy: the compiled training step failed ({first}); training eagerly",
+                    f"vaestudy: the compiled training step failed ({first_line(exc)}); training eagerly",
                     file=sys.stderr,
                 )
                 self.compiled = None
@@ -416,7 +416,7 @@ def _train(config: RunConfig, out: Path, progress: bool | None) -> dict[str, Any
             optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, KeyError, ValueError) as exc:
             raise UserError(
-                f"checkpoint {out / CHECKPOINT} does not fit this model: {str(exc).splitlines()[0]}"
+                f"checkpoint {out / CHECKPOINT} does not fit this model: {first_line(exc)}"
             ) from None
         history, start_epoch = list(state["history"]), int(state["epoch"])
         status, diverged_epoch = state["status"], state["diverged_epoch"]
@@ -540,7 +540,5 @@ def load_trained(
     try:
         model.load_state_dict(saved["model"])
     except RuntimeError as exc:
-        raise UserError(
-            f"{run_dir / MODEL} does not fit its own configuration: {str(exc).splitlines()[0]}"
-        ) from None
+        raise UserError(f"{run_dir / MODEL} does not fit its own configuration: {first_line(exc)}") from None
     return model.eval(), config, data, saved

@@ -26,6 +26,11 @@ def require(condition: bool, message: str) -> None:
         raise UserError(message)
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name if it has none)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write data to path through a temporary file in the same folder and a rename.
 
@@ -78,8 +83,7 @@ def torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated, corrupt or malicious file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot read {what} {path}: {first}") from None
+        raise UserError(f"cannot read {what} {path}: {first_line(exc)}") from None
 
 
 def check_output_folder(path: str | os.PathLike) -> None:
