@@ -17,7 +17,7 @@ from vaestudy.likelihoods import Likelihood
 from vaestudy.utils import first_line
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus, "elu": nn.ELU, "gelu": nn.GELU}
-FUSED_ACTIVATIONS = {"tanh": "tanh", "relu": "relu"}  # oneDNN's names of the activations it fuses
+FUSED_ACTIVATIONS = ("tanh", "relu")  # the activations oneDNN's linear fuses (its names for them too)
 ARCHITECTURES = ("mlp", "conv")
 
 
@@ -153,11 +153,11 @@ class SampleDecoder:
     def __init__(self, model: VAE, rows: int):
         self.model = model
         self.layers: list[tuple[torch.Tensor, torch.Tensor, str]] = []
-        activation = FUSED_ACTIVATIONS.get(model.config.activation)
+        activation = model.config.activation
         weight = next(model.decoder.parameters())
         if (
             model.config.architecture != "mlp"
-            or activation is None
+            or activation not in FUSED_ACTIVATIONS
             or weight.device.type != "cpu"
             or weight.dtype != torch.float32
             or not torch.backends.mkldnn.is_available()
