@@ -1,6 +1,7 @@
 """The benchmark runs end to end on tiny sizes and its FLOP counts match a hand count."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -88,6 +89,45 @@ def test_pipeline_startup_share_sums_logs_and_benchmark_files(tmp_path):
     assert math.isclose(share["startup_share"], 0.2)
 
 
+def _write_histories(results, epoch_seconds):
+    """A history.csv per model, with the given seconds of each epoch."""
+    for i, seconds in enumerate(epoch_seconds):
+        path = results / "runs" / "continuous" / f"model{i}" / "seed1" / "history.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = [f"{e + 1},1.0,0.5,0.5,,-1.0,{s}" for e, s in enumerate(seconds)]
+        path.write_text("epoch,loss,rate,distortion,sigma,val_elbo,seconds\n" + "\n".join(rows) + "\n")
+
+
+def test_study_projection_extends_each_model_by_its_median_epoch_after_the_first(tmp_path):
+    from vaestudy.bench import pipeline_rows, study_projection
+
+    _write_study(tmp_path, [(10.0, 1.0), (20.0, 1.0)])
+    _write_histories(tmp_path, [[5.0, 1.0, 1.2], [4.0, 2.0, 2.2]])
+    p = study_projection(tmp_path, wall_seconds=40.0, full_epochs=10)
+    # 7 more epochs each: 7 * 1.1 + 7 * 2.1 = 22.4 job seconds more than the 30 measured
+    assert p["models"] == 2 and p["epochs"] == 3
+    assert math.isclose(p["projected_job_seconds"], 52.4)
+    assert math.isclose(p["projected_wall_seconds"], 40.0 * 52.4 / 30.0)
+    rows = pipeline_rows(tmp_path, 40.0, 10)
+    assert len(rows) == 2 and "projected from 3 to 10 epochs" in rows[1]["measure"]
+    assert math.isclose(rows[1]["ratio"], 1800.0 / (40.0 * 52.4 / 30.0))
+    assert len(pipeline_rows(tmp_path)) == 1
+
+
+def test_study_projection_refuses_models_of_different_epochs(tmp_path, capsys):
+    from vaestudy.cli import main
+
+    _write_study(tmp_path, [(10.0, 1.0), (20.0, 1.0)])
+    _write_histories(tmp_path, [[5.0, 1.0, 1.2], [4.0, 2.0]])
+    assert main(["bench", "--pipeline", str(tmp_path), "--wall", "40", "--full-epochs", "10"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "different epochs: [2, 3]" in err
+    assert main(["bench", "--pipeline", str(tmp_path), "--wall", "40"]) == 2
+    assert "go together" in capsys.readouterr().err
+    assert main(["bench", "--wall", "40", "--full-epochs", "10"]) == 2
+    assert "--pipeline" in capsys.readouterr().err
+
+
 def test_pipeline_startup_of_an_unrun_study_is_one_line(tmp_path, capsys):
     from vaestudy.cli import main
 
@@ -124,3 +164,14 @@ def test_startup_seconds_is_within_the_process_wall_time_seen_from_outside():
         env={k: v for k, v in os.environ.items() if k != "VAESTUDY_LOG_STARTUP"},
     )
     assert quiet.stderr == ""
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA the script runs the whole GPU check")
+def test_gpu_checks_script_without_cuda_says_so_in_one_line_and_writes_nothing(tmp_path):
+    import subprocess
+
+    script = Path(__file__).parent / "gpu_checks.sh"
+    run = subprocess.run(["bash", str(script), str(tmp_path / "out")], capture_output=True, text=True)
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1 and "no CUDA device" in run.stderr
+    assert not (tmp_path / "out").exists()

@@ -57,24 +57,34 @@ def _state(run):
     return saved["model"], drop_seconds
 
 
+def _kill_during_epoch(run, epoch: int, delay: float) -> None:
+    """Start training into `run` and SIGKILL it `delay` seconds after it reports `epoch` done
+    (its progress lines on stderr): a moment set by the run's own progress, not by the clock."""
+    proc = subprocess.Popen(
+        _cli("train", *ARGS, "--out", str(run)), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
+    try:
+        for line in proc.stderr:
+            if f" epoch {epoch}/" in line:
+                time.sleep(delay)
+                break
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+
+
 def test_random_sigkills_resume_to_bit_identical_weights_history_and_metrics(tmp_path):
     whole = tmp_path / "whole"
-    started = time.time()
     subprocess.run(_cli("train", *ARGS, "--out", str(whole)), check=True, capture_output=True)
-    duration = time.time() - started  # start-up included: the training itself is shorter
     weights, history = _state(whole)
     metrics = _evaluate(whole, tmp_path / "whole.json")
     rng = random.Random(2026)
     killed_at = []
     for trial in range(5):
         run = tmp_path / f"trial{trial}"
-        proc = subprocess.Popen(_cli("train", *ARGS, "--out", str(run)), stderr=subprocess.DEVNULL)
-        deadline = time.time() + 120
-        while not (run / CHECKPOINT).exists() and time.time() < deadline:
-            time.sleep(0.005)
-        time.sleep(rng.uniform(0, 0.4 * duration))  # a random moment after the first checkpoint
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        # after the first checkpoint (epoch 7), at a random point of a random later epoch
+        _kill_during_epoch(run, rng.randint(8, 280), rng.uniform(0, 0.02))
         assert not (run / MODEL).exists(), f"trial {trial}: the run ended before the kill"
         killed_at.append(torch.load(run / CHECKPOINT, weights_only=True)["epoch"])
         subprocess.run(_cli("train", *ARGS, "--out", str(run)), check=True, capture_output=True)

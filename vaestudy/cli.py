@@ -403,8 +403,12 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     from vaestudy.bench import format_table, pipeline_rows, run_bench, write_rows
     from vaestudy.utils import resolve_device
 
+    if (args.wall is None) != (args.full_epochs is None):
+        raise UserError("--wall and --full-epochs go together (with --pipeline)")
+    if args.wall is not None and args.pipeline is None:
+        raise UserError("--wall and --full-epochs project a finished study: name it with --pipeline")
     if args.pipeline is not None:  # a finished study's logs and benchmark files, no device work
-        rows = pipeline_rows(args.pipeline)
+        rows = pipeline_rows(args.pipeline, args.wall, args.full_epochs)
         if args.out is not None:
             write_rows(rows, args.out)
         print(format_table(rows))
@@ -615,6 +619,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="RESULTS",
         help="instead: the share of a finished study's job time spent in start-up and imports",
+    )
+    p.add_argument(
+        "--wall",
+        type=_positive_int("wall seconds"),
+        default=None,
+        metavar="SECONDS",
+        help="with --pipeline and --full-epochs: the study's wall time, to project it to full epochs",
+    )
+    p.add_argument(
+        "--full-epochs",
+        type=_positive_int("full epochs"),
+        default=None,
+        metavar="N",
+        help="with --pipeline and --wall: project the study's wall time to N epochs per model",
     )
     p.set_defaults(func=_cmd_bench)
 
