@@ -14,7 +14,8 @@
 #   OUT    folder for the logs (*.log), the tables (*.csv) and the study's results (OUT/study)
 #   STEPS  which of "tests bench study" to run (default: all three)
 # Exit status: 0 if every step ran to its end (the printed ratios say whether targets were met),
-# 1 if a step failed, 2 if there is no CUDA device.
+# 1 if a step failed, 2 if there is no CUDA device or OUT already holds a study (its wall time
+# would then cover only the rest).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,11 @@ epochs=${2:-}
 steps=${3:-tests bench study}
 python3 -c "import sys, torch; sys.exit(not torch.cuda.is_available())" ||
     { echo "gpu_checks: no CUDA device here: nothing to check" >&2; exit 2; }
+if [[ " $steps " == *" study "* ]] && [ -e "$out/study" ]; then
+    # a second run would time only what the first left undone
+    echo "gpu_checks: $out/study exists: time the study into a fresh OUT" >&2
+    exit 2
+fi
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$out/device.csv" 2>&1 || true
 status=0
