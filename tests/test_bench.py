@@ -112,6 +112,13 @@ def test_study_projection_extends_each_model_by_its_median_epoch_after_the_first
     assert len(rows) == 2 and "projected from 3 to 10 epochs" in rows[1]["measure"]
     assert math.isclose(rows[1]["ratio"], 1800.0 / (40.0 * 52.4 / 30.0))
     assert len(pipeline_rows(tmp_path)) == 1
+    # a diverged model stopped early: it neither trains more nor counts as a shorter run
+    _write_histories(tmp_path, [[5.0, 1.0, 1.2], [4.0, 2.0, 2.2], [3.0, 9.0]])
+    (tmp_path / "runs" / "continuous" / "model2" / "seed1" / "train.json").write_text(
+        '{"status": "diverged"}'
+    )
+    p = study_projection(tmp_path, wall_seconds=40.0, full_epochs=10)
+    assert p["models"] == 3 and p["epochs"] == 3 and math.isclose(p["projected_job_seconds"], 52.4)
 
 
 def test_study_projection_refuses_models_of_different_epochs(tmp_path, capsys):

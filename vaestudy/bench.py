@@ -375,15 +375,19 @@ def study_projection(results: str | Path, wall_seconds: float, full_epochs: int)
     of it (the same study with fewer epochs) that took `wall_seconds`.
 
     Each model's training is extended by (full_epochs - its epochs) times the median seconds of
-    its epochs after the first (the first holds one-off costs: compilation, warm caches); the
-    study's job seconds (its Snakemake `benchmark:` files) grow by the sum of these, and the wall
-    time by the same factor (the jobs keep sharing the machine as they did)."""
+    its epochs after the first (the first holds one-off costs: compilation, warm caches); a model
+    that diverged (its train.json says so) stopped and stays as it is. The study's job seconds
+    (its Snakemake `benchmark:` files) grow by the sum of these, and the wall time by the same
+    factor (the jobs keep sharing the machine as they did)."""
     import csv
+    import json
 
     from vaestudy.utils import UserError
 
     results = Path(results)
     job_seconds = pipeline_startup(results)["job_seconds"]
+    if job_seconds <= 0:
+        raise UserError(f"the benchmark files under {results / 'benchmarks'} add up to no time")
     histories = sorted((results / "runs").rglob("history.csv"))
     if not histories:
         raise UserError(f"no training histories under {results / 'runs'}: run the study first")
@@ -391,10 +395,15 @@ def study_projection(results: str | Path, wall_seconds: float, full_epochs: int)
     for path in histories:
         with path.open(newline="") as f:
             seconds = [float(row["seconds"]) for row in csv.DictReader(f)]
+        facts = path.parent / "train.json"
+        if facts.exists() and json.loads(facts.read_text()).get("status") == "diverged":
+            continue  # it stopped at its divergence: no more epochs in the full study either
         if len(seconds) < 2:
             raise UserError(f"{path}: a projection needs at least 2 epochs per model")
         epochs_run.add(len(seconds))
         extra += max(full_epochs - len(seconds), 0) * statistics.median(seconds[1:])
+    if not epochs_run:
+        raise UserError(f"every model under {results / 'runs'} diverged: nothing to project")
     if len(epochs_run) != 1:
         raise UserError(f"the models under {results / 'runs'} ran for different epochs: {sorted(epochs_run)}")
     factor = (job_seconds + extra) / job_seconds
