@@ -99,11 +99,13 @@ def _write_histories(results, epoch_seconds):
 
 
 def test_study_projection_extends_each_model_by_its_median_epoch_after_the_first(tmp_path):
-    from vaestudy.bench import pipeline_rows, study_projection
+    from vaestudy.bench import pipeline_rows, pipeline_startup, study_projection
 
     _write_study(tmp_path, [(10.0, 1.0), (20.0, 1.0)])
     _write_histories(tmp_path, [[5.0, 1.0, 1.2], [4.0, 2.0, 2.2]])
-    p = study_projection(tmp_path, wall_seconds=40.0, full_epochs=10)
+    p = study_projection(
+        tmp_path, pipeline_startup(tmp_path)["job_seconds"], wall_seconds=40.0, full_epochs=10
+    )
     # 7 more epochs each: 7 * 1.1 + 7 * 2.1 = 22.4 job seconds more than the 30 measured
     assert p["models"] == 2 and p["epochs"] == 3
     assert math.isclose(p["projected_job_seconds"], 52.4)
@@ -117,7 +119,9 @@ def test_study_projection_extends_each_model_by_its_median_epoch_after_the_first
     (tmp_path / "runs" / "continuous" / "model2" / "seed1" / "train.json").write_text(
         '{"status": "diverged"}'
     )
-    p = study_projection(tmp_path, wall_seconds=40.0, full_epochs=10)
+    p = study_projection(
+        tmp_path, pipeline_startup(tmp_path)["job_seconds"], wall_seconds=40.0, full_epochs=10
+    )
     assert p["models"] == 3 and p["epochs"] == 3 and math.isclose(p["projected_job_seconds"], 52.4)
 
 

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from vaestudy.data import ArenaData, Levels, make_splits, synthetic_mnist
 from vaestudy.likelihoods import build_likelihood
 from vaestudy.model import VAE, ModelConfig
-from vaestudy.train import TrainStep, make_optimizer, train_epoch
+from vaestudy.train import FACTS, HISTORY, TrainStep, make_optimizer, train_epoch
 from vaestudy.utils import atomic_write_text, exact_float32, generator
 
 HIDDEN, LATENT, SIDE = [500, 500], 20, 28
@@ -370,9 +370,12 @@ def pipeline_startup(results: str | Path) -> dict[str, float]:
     }
 
 
-def study_projection(results: str | Path, wall_seconds: float, full_epochs: int) -> dict[str, float]:
+def study_projection(
+    results: str | Path, job_seconds: float, wall_seconds: float, full_epochs: int
+) -> dict[str, float]:
     """The wall time of a study trained for `full_epochs`, projected from a finished shorter run
-    of it (the same study with fewer epochs) that took `wall_seconds`.
+    of it (the same study with fewer epochs) whose jobs took `job_seconds` (pipeline_startup's)
+    in `wall_seconds`.
 
     Each model's training is extended by (full_epochs - its epochs) times the median seconds of
     its epochs after the first (the first holds one-off costs: compilation, warm caches); a model
@@ -385,17 +388,16 @@ def study_projection(results: str | Path, wall_seconds: float, full_epochs: int)
     from vaestudy.utils import UserError
 
     results = Path(results)
-    job_seconds = pipeline_startup(results)["job_seconds"]
     if job_seconds <= 0:
         raise UserError(f"the benchmark files under {results / 'benchmarks'} add up to no time")
-    histories = sorted((results / "runs").rglob("history.csv"))
+    histories = sorted((results / "runs").rglob(HISTORY))
     if not histories:
         raise UserError(f"no training histories under {results / 'runs'}: run the study first")
     extra, epochs_run = 0.0, set()
     for path in histories:
         with path.open(newline="") as f:
             seconds = [float(row["seconds"]) for row in csv.DictReader(f)]
-        facts = path.parent / "train.json"
+        facts = path.parent / FACTS
         if facts.exists() and json.loads(facts.read_text()).get("status") == "diverged":
             continue  # it stopped at its divergence: no more epochs in the full study either
         if len(seconds) < 2:
@@ -428,7 +430,7 @@ def pipeline_rows(
     measure = f"pipeline start-up s vs job s ({s['jobs']} jobs)"
     rows = [_row(measure, s["startup_seconds"], s["job_seconds"], 0.2, device=str(results))]
     if wall_seconds is not None and full_epochs is not None:
-        p = study_projection(results, wall_seconds, full_epochs)
+        p = study_projection(results, s["job_seconds"], wall_seconds, full_epochs)
         measure = f"30 min vs study wall s projected from {p['epochs']} to {full_epochs} epochs"
         rows.append(_row(measure, STUDY_SECONDS, p["projected_wall_seconds"], 1.0, device=str(results)))
     return rows
