@@ -14,16 +14,20 @@
 #   OUT    folder for the logs (*.log), the tables (*.csv) and the study's results (OUT/study)
 #   STEPS  which of "tests bench study" to run (default: all three)
 # Exit status: 0 if every step ran to its end (the printed ratios say whether targets were met),
-# 1 if a step failed, 2 if there is no CUDA device or OUT already holds a study (its wall time
-# would then cover only the rest).
+# 1 if a step failed, 2 if the arguments are wrong, there is no CUDA device, or OUT already
+# holds a study (its wall time would then cover only the rest).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-out=${1:?usage: bash tests/gpu_checks.sh OUT [EPOCHS] [STEPS]}
+usage="usage: bash tests/gpu_checks.sh OUT [EPOCHS] [STEPS]"
+[ $# -ge 1 ] && [ -n "$1" ] || { echo "gpu_checks: $usage" >&2; exit 2; }
+out=$1
 epochs=${2:-}
 steps=${3:-tests bench study}
-python3 -c "import sys, torch; sys.exit(not torch.cuda.is_available())" ||
-    { echo "gpu_checks: no CUDA device here: nothing to check" >&2; exit 2; }
+[[ -z "$epochs" || "$epochs" =~ ^[1-9][0-9]*$ ]] ||
+    { echo "gpu_checks: EPOCHS must be a positive integer, got '$epochs'" >&2; exit 2; }
+python3 -c "import sys, torch; sys.exit(not torch.cuda.is_available())" 2>/dev/null ||
+    { echo "gpu_checks: python3 finds no CUDA device here (or no torch): nothing to check" >&2; exit 2; }
 if [[ " $steps " == *" study "* ]] && [ -e "$out/study" ]; then
     # a second run would time only what the first left undone
     echo "gpu_checks: $out/study exists: time the study into a fresh OUT" >&2
