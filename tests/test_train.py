@@ -306,5 +306,5 @@ def test_a_training_step_that_fails_to_compile_trains_eagerly(tmp_path, monkeypa
 def test_compile_setting_is_checked():
     from vaestudy.utils import UserError
 
-    with pytest.raises(UserError, match="compile must be one of auto, always, never, got 'yes'"):
+    with pytest.raises(UserError, match="compile must be one of auto, graph, always, never, got 'yes'"):
         RunConfig(compile="yes").validate()

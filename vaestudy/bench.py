@@ -136,15 +136,19 @@ def benchmark_trainer(device: torch.device, compile: str) -> TrainStep:
 def bench_training(
     device: torch.device, n: int, repeats: int, batch: int = 128, compile: str = "auto"
 ) -> dict[str, Any]:
-    """Images/s of the vaestudy trainer (its step compiled or not, as `compile` says on this
-    device; if compiled, the eager step too) and of the textbook loop: interleaved epochs, medians.
-    The first epoch of each is a warm-up (for the compiled step: its compilation). The FLOP rate
-    is that of the trainer's fastest epoch, measured as the large matmul's rate is: its best."""
+    """Images/s of the vaestudy trainer (its step as `compile` says on this device; unless that is
+    eager, the eager step too; on CUDA also the step captured the other way: with eager kernels
+    if `compile` gives compiled ones, else with compiled ones) and of the textbook loop: interleaved epochs, medians. The first epoch of
+    each is a warm-up (compilation, the first capture of each batch shape). The FLOP rate is that
+    of the trainer's fastest epoch, measured as the large matmul's rate is: its best."""
     levels = synthetic_levels(n)
     data = ArenaData(make_splits(levels, 0, val_fraction=0.01), "binary", device, 0)
     trainers = {"ours": benchmark_trainer(device, compile)}
-    if trainers["ours"].mode == "compiled":
+    if trainers["ours"].mode != "eager":
         trainers["eager"] = benchmark_trainer(device, "never")
+    if device.type == "cuda":  # the other way of capturing: with compiled kernels or eager ones
+        other = "graph" if trainers["ours"].mode == "compiled+graphed" else "always"
+        trainers["other"] = benchmark_trainer(device, other)
     textbook = TextbookVAE().to(device)
     textbook_opt = torch.optim.Adam(textbook.parameters(), lr=1e-3)
     loader = textbook_loader(levels, batch)
@@ -168,6 +172,8 @@ def bench_training(
         "train_mode": trainers["ours"].mode,  # after the warm-up: eager if compiling failed
         "train_images_per_s": median["ours"],
         "eager_images_per_s": median.get("eager"),
+        "other_mode": trainers["other"].mode if "other" in trainers else None,
+        "other_images_per_s": median.get("other"),
         "textbook_images_per_s": median["textbook"],
         "train_flops_per_s": max(rates["ours"]) * step_flops,
         "train_images": len(data),
@@ -304,15 +310,16 @@ def run_bench(
                 1.0,
             )
         )
-    if train["eager_images_per_s"] is not None:
-        rows.append(
-            (
-                "trainer images/s, compiled vs eager",
-                train["train_images_per_s"],
-                train["eager_images_per_s"],
-                math.nan,
+    for name in ("train", "other"):
+        if train["eager_images_per_s"] is not None and train[f"{name}_images_per_s"] is not None:
+            rows.append(
+                (
+                    f"trainer images/s, {train[f'{name}_mode']} vs eager",
+                    train[f"{name}_images_per_s"],
+                    train["eager_images_per_s"],
+                    math.nan,
+                )
             )
-        )
     rows += [
         ("training step FLOP/s vs large matmul", train["train_flops_per_s"], limit, 0.5 if cpu else math.nan),
         ("IWAE FLOP/s vs large matmul", ev["iwae_flops_per_s"], limit, 0.7 if cpu else math.nan),

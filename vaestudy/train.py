@@ -263,8 +263,16 @@ def make_optimizer(model: nn.Module, lr: float) -> FusedAdam | torch.optim.Adam:
 
 
 def compiles(compile: str, device: torch.device) -> bool:
-    """Does the setting `compile` compile the training step on this device? auto: on CUDA only."""
+    """Does the setting `compile` put the ELBO terms under torch.compile on this device? 'always',
+    and 'auto' on CUDA, where the compiled kernels inside the step's CUDA graph made it 1.5 times
+    faster than the eager kernels (on one H100); on the CPU compiling gained 1 to 5% for seconds
+    per model."""
     return check_compile(compile) == "always" or (compile == "auto" and device.type == "cuda")
+
+
+def graphs(compile: str, device: torch.device) -> bool:
+    """Does the setting `compile` capture the whole training step as CUDA graphs? On CUDA, unless 'never'."""
+    return check_compile(compile) != "never" and device.type == "cuda"
 
 
 def _allow_many_compiled_models() -> None:
@@ -282,53 +290,106 @@ def _allow_many_compiled_models() -> None:
         config.fail_on_recompile_limit_hit = True
 
 
+class _StepGraph:
+    """The whole training step of one batch shape (forward, backward, Adam) captured as one CUDA
+    graph: one replay instead of a hundred kernel launches from Python. Its inputs and outputs
+    live in static tensors; the batch and its noise are copied in before each replay."""
+
+    def __init__(self, step: TrainStep, x: torch.Tensor, eps: torch.Tensor):
+        self.x, self.eps = x.clone(), eps.clone()
+        step.optimizer.zero_grad(set_to_none=True)  # the captured backward writes the gradients anew
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.out = step._step(step.terms_of, self.x, self.eps, zero_grad=False)
+
+    def __call__(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        self.x.copy_(x)
+        self.eps.copy_(eps)
+        self.graph.replay()
+        return self.out.clone()
+
+
 class TrainStep:
     """One Adam step on a batch; returns the (loss, rate, distortion) of each image, detached.
 
-    The ELBO terms (VAE.terms: forward and, through autograd, backward) run eagerly, or compiled
-    by torch.compile where `compiles(compile, device)`. On CUDA the mode is 'reduce-overhead': the
-    forward and the backward graphs are each replayed as one CUDA graph instead of dozens of
-    kernel launches. On the CPU compiling gained 1 to 5% on the benchmark MLP and costs seconds
-    per process and model, so 'auto' stays eager there. The noise is drawn eagerly from the run's
-    generator in both paths, so both see the same draws. If compiling or running the compiled
-    step fails (no C++ compiler or Triton, an operation of a family that torch.compile cannot
-    trace), the step says so once on stderr and goes on eagerly, from the same batch.
+    `compile` (RunConfig.compile) picks how the step runs:
+    - never: eagerly;
+    - graph: on CUDA the whole step (forward, backward and Adam) is captured as one CUDA graph
+      per batch shape and replayed ('graphed'); each shape's first step runs eagerly (the warm-up
+      that capturing needs), its second is captured. A small MLP at batch 128 is limited by
+      kernel launches from Python, which the replay removes. On the CPU (no graphs): eagerly;
+    - always: the ELBO terms (VAE.terms: forward and, through autograd, backward) under
+      torch.compile ('compiled'), and on CUDA the whole step captured around its kernels as
+      above ('compiled+graphed');
+    - auto: always on CUDA, never on the CPU.
+    The noise is drawn eagerly from the run's generator in every path, so all see the same draws.
+    If compiling, capturing or running the step fails (no C++ compiler or Triton, an operation
+    of a family that cannot be traced or captured), the step says so on stderr and goes on from
+    the same batch without compiling (compiled+graphed -> graphed), or eagerly.
     """
 
     def __init__(self, model: VAE, optimizer: FusedAdam | torch.optim.Optimizer, compile: str = "never"):
         self.model, self.optimizer = model, optimizer
         device = next(model.parameters()).device
-        self.cuda = device.type == "cuda"
-        self.compiled = None
+        self.terms_of: Callable = model.terms
+        self.compiled = False
         if compiles(compile, device):
             _allow_many_compiled_models()
-            self.compiled = torch.compile(
-                model.terms, mode="reduce-overhead" if self.cuda else None, dynamic=False
-            )
+            self.terms_of, self.compiled = torch.compile(model.terms, dynamic=False), True
+        # batch shape -> its captured step, or None after its eager warm-up step
+        self.graphs: dict[torch.Size, _StepGraph | None] | None = {} if graphs(compile, device) else None
 
     @property
     def mode(self) -> str:
-        return "eager" if self.compiled is None else "compiled"
+        """eager, compiled, graphed (CUDA graphs of eager kernels) or compiled+graphed."""
+        if not self.compiled:
+            return "eager" if self.graphs is None else "graphed"
+        return "compiled" if self.graphs is None else "compiled+graphed"
 
     def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         eps = self.model.noise(x, g)
-        if self.compiled is not None:
+        while self.compiled or self.graphs is not None:
             try:
-                if self.cuda:
-                    torch.compiler.cudagraph_mark_step_begin()
-                return self._step(self.compiled, x, eps)
-            except Exception as exc:  # torch.compile's failures share no base class
-                print(
-                    f"vaestudy: the compiled training step failed ({first_line(exc)}); training eagerly",
-                    file=sys.stderr,
-                )
-                self.compiled = None
+                return self._fast_step(x, eps)
+            except Exception as exc:  # torch.compile's and capture's failures share no base class
+                self._fall_back(exc)
         return self._step(self.model.terms, x, eps)
 
-    def _step(self, terms_of: Callable, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        # gradients dropped before the forward: under CUDA graphs the last step's gradients live in
-        # memory that this step's replay reuses
-        self.optimizer.zero_grad(set_to_none=True)
+    def _fall_back(self, exc: Exception) -> None:
+        """After a failure: compiled+graphed -> graphed (captured anew, from a warm-up), else eager.
+        Nothing of the failed step has run: capturing runs no kernel, and compiling fails before."""
+        failed = self.mode
+        self.terms_of, self.compiled = self.model.terms, False
+        self.graphs = {} if failed == "compiled+graphed" else None
+        print(
+            f"vaestudy: the {failed} training step failed ({first_line(exc)}); training {self.mode}",
+            file=sys.stderr,
+        )
+
+    def _fast_step(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        if self.graphs is None:
+            return self._step(self.terms_of, x, eps)
+        if x.shape in self.graphs and self.graphs[x.shape] is None:
+            self.graphs[x.shape] = _StepGraph(self, x, eps)
+        graph = self.graphs.get(x.shape)
+        if graph is not None:
+            return graph(x, eps)
+        # the shape's first step: eagerly (compiling here, not during the capture) on a side
+        # stream, as capturing asks, so that lazily made workspaces are not made in the capture
+        self.graphs[x.shape] = None
+        side, main = torch.cuda.Stream(), torch.cuda.current_stream()
+        side.wait_stream(main)
+        with torch.cuda.stream(side):
+            out = self._step(self.terms_of, x, eps)
+        main.wait_stream(side)
+        out.record_stream(main)  # made on the side stream, used on the main one
+        return out
+
+    def _step(
+        self, terms_of: Callable, x: torch.Tensor, eps: torch.Tensor, zero_grad: bool = True
+    ) -> torch.Tensor:
+        if zero_grad:
+            self.optimizer.zero_grad(set_to_none=True)
         terms = terms_of(x, eps)
         terms["loss"].mean().backward()
         self.optimizer.step()
