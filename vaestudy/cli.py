@@ -608,7 +608,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile",
         choices=COMPILE_CHOICES,
         default="auto",
-        help="the trainer's step under torch.compile: auto = on CUDA only (then also timed eager)",
+        help="the trainer's step: auto = compiled and captured as CUDA graphs on CUDA, eager on CPU; "
+        "graph = captured only; always = compiled (and on CUDA captured); never = eager",
     )
     p.add_argument("--k", type=_positive_int("K"), default=5000)
     p.add_argument(
