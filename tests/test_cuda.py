@@ -65,6 +65,30 @@ def test_a_step_that_cannot_be_captured_trains_eagerly(tmp_path, monkeypatch, ca
     assert_runs_close(tmp_path / "fallback", tmp_path / "eager", rtol=1e-5, atol=1e-6)
 
 
+def test_a_likelihood_that_waits_for_the_gpu_falls_back_to_eager(tmp_path, monkeypatch, capsys):
+    """A real capture failure: a likelihood of one's own that synchronises with the GPU (as a
+    .item() or a copy to the CPU would), which a CUDA graph cannot hold: captured with its eager
+    kernels (compile: graph), it fails, and the run trains on eagerly to the eager run's weights.
+    (Under torch.compile the wait did not stop the capture.)"""
+    from vaestudy.likelihoods import BernoulliLikelihood
+
+    base = dict(SMALL, family="bernoulli", arena="binary")
+    train(RunConfig(compile="never", **base), tmp_path / "eager", progress=False)
+    plain = BernoulliLikelihood.reconstruction
+
+    def waiting(self, x, o):
+        torch.cuda.synchronize()
+        return plain(self, x, o)
+
+    monkeypatch.setattr(BernoulliLikelihood, "reconstruction", waiting)
+    facts = train(RunConfig(compile="graph", **base), tmp_path / "fallback", progress=False)
+    err = capsys.readouterr().err
+    assert err.count("vaestudy: the graphed training step failed (") == 1
+    assert "previous error during capture" not in err  # the cause is named, not the capture's end
+    assert facts["training_step"] == "eager"
+    assert_runs_close(tmp_path / "fallback", tmp_path / "eager", rtol=1e-5, atol=1e-6)
+
+
 def test_evaluation_on_cuda_turns_tf32_off_and_is_float32_exact(tmp_path):
     """With TF32 switched on globally, evaluation's decoder products still run in true float32:
     against float64 on the CPU within 1e-5 (TF32 would be about 1e-3 off)."""

@@ -303,6 +303,31 @@ def test_a_training_step_that_fails_to_compile_trains_eagerly(tmp_path, monkeypa
     _assert_same_run(tmp_path / "eager", tmp_path / "fallback")
 
 
+def test_a_broken_capture_is_reported_by_the_error_that_broke_it():
+    """Closing a capture that an operation broke raises 'operation failed due to a previous error
+    during capture' (seen on an H100); the message names the operation's own error instead."""
+    from vaestudy.train import failure_cause
+    from vaestudy.utils import first_line
+
+    def capture(inner: Exception | None):
+        try:
+            try:
+                if inner is not None:
+                    raise inner
+            finally:  # as torch.cuda.graph's __exit__ closes the capture
+                raise RuntimeError("CUDA error: operation failed due to a previous error during capture")
+        except RuntimeError as exc:
+            return exc
+
+    broken = capture(RuntimeError("CUDA error: operation not permitted when stream is capturing\nhint"))
+    assert first_line(failure_cause(broken)) == "CUDA error: operation not permitted when stream is capturing"
+    alone = capture(None)  # nothing to point to: the capture's own error
+    assert failure_cause(alone) is alone
+    other = RuntimeError("backend compiler failed")
+    other.__context__ = KeyError("unrelated")
+    assert failure_cause(other) is other
+
+
 def test_compile_setting_is_checked():
     from vaestudy.utils import UserError
 

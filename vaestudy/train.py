@@ -290,9 +290,19 @@ def _allow_many_compiled_models() -> None:
         config.fail_on_recompile_limit_hit = True
 
 
+def failure_cause(exc: BaseException) -> BaseException:
+    """The error to report for a failed step. A capture broken by an operation that a CUDA graph
+    cannot hold (a wait for the GPU, a copy to the CPU) ends in 'operation failed due to a
+    previous error during capture' when the capture is closed; the error that broke it is that
+    one's context."""
+    if exc.__context__ is not None and "previous error during capture" in str(exc):
+        return exc.__context__
+    return exc
+
+
 class _StepGraph:
     """The whole training step of one batch shape (forward, backward, Adam) captured as one CUDA
-    graph: one replay instead of a hundred kernel launches from Python. Its inputs and outputs
+    graph: one replay instead of one launch per kernel from Python. Its inputs and outputs
     live in static tensors; the batch and its noise are copied in before each replay."""
 
     def __init__(self, step: TrainStep, x: torch.Tensor, eps: torch.Tensor):
@@ -362,7 +372,8 @@ class TrainStep:
         self.terms_of, self.compiled = self.model.terms, False
         self.graphs = {} if failed == "compiled+graphed" else None
         print(
-            f"vaestudy: the {failed} training step failed ({first_line(exc)}); training {self.mode}",
+            f"vaestudy: the {failed} training step failed ({first_line(failure_cause(exc))}); "
+            f"training {self.mode}",
             file=sys.stderr,
         )
 
