@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks of the performance work, in one command, on a machine with CUDA:
-#   tests  the CUDA tests (tests/test_cuda.py: compiled step against eager, float32 without TF32,
-#          the benchmark's CUDA rows);
+#   tests  the CUDA tests (tests/test_cuda.py: the captured step, compiled or not, against eager,
+#          its fallback, float32 without TF32, the benchmark's CUDA rows);
 #   bench  vaestudy bench --device cuda (the trainer against the textbook loop and 300,000
 #          images/s, IWAE over a 10,000-image test set at K = 5000);
 #   study  the MNIST-scale study (workflow/studies/mnist.yaml: every family, 3 seeds, K = 5000 on
