@@ -138,9 +138,10 @@ def bench_training(
 ) -> dict[str, Any]:
     """Images/s of the vaestudy trainer (its step as `compile` says on this device; unless that is
     eager, the eager step too; on CUDA also the step captured the other way: with eager kernels
-    if `compile` gives compiled ones, else with compiled ones) and of the textbook loop: interleaved epochs, medians. The first epoch of
-    each is a warm-up (compilation, the first capture of each batch shape). The FLOP rate is that
-    of the trainer's fastest epoch, measured as the large matmul's rate is: its best."""
+    if `compile` gives compiled ones, else with compiled ones) and of the textbook loop:
+    interleaved epochs, medians. The first epoch of each is a warm-up (compilation, the first
+    capture of each batch shape). The FLOP rate is that of the trainer's fastest epoch, measured
+    as the large matmul's rate is: its best."""
     levels = synthetic_levels(n)
     data = ArenaData(make_splits(levels, 0, val_fraction=0.01), "binary", device, 0)
     trainers = {"ours": benchmark_trainer(device, compile)}

@@ -14,12 +14,8 @@ from vaestudy.likelihoods import check_params, get_family
 from vaestudy.model import ACTIVATIONS, ARCHITECTURES
 from vaestudy.utils import UserError, require
 
-COMPILE_CHOICES = (
-    "auto",
-    "graph",
-    "always",
-    "never",
-)  # how the training step runs (vaestudy.train.TrainStep)
+# how the training step runs (vaestudy.train.TrainStep)
+COMPILE_CHOICES = ("auto", "graph", "always", "never")
 
 
 def check_compile(value: str) -> str:
@@ -51,7 +47,7 @@ class RunConfig:
     lr: float = 1e-3  # Adam learning rate
     seed: int = 1  # seed of initialisation, batches and reparameterisation noise
     device: str = "auto"  # auto (CUDA where present), cpu or cuda
-    compile: str = "auto"  # training step: auto/graph (CUDA graphs on CUDA, eager on CPU), always, never
+    compile: str = "auto"  # training step: auto (compiled+graphed on CUDA), graph, always, never
     checkpoint_every: int = 5  # epochs between checkpoints
 
     # Settings that may change between an interrupted run and its resumption.

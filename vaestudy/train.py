@@ -380,11 +380,10 @@ class TrainStep:
     def _fast_step(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         if self.graphs is None:
             return self._step(self.terms_of, x, eps)
-        if x.shape in self.graphs and self.graphs[x.shape] is None:
-            self.graphs[x.shape] = _StepGraph(self, x, eps)
-        graph = self.graphs.get(x.shape)
-        if graph is not None:
-            return graph(x, eps)
+        if x.shape in self.graphs:  # warmed up: captured at its second step, replayed after
+            if self.graphs[x.shape] is None:
+                self.graphs[x.shape] = _StepGraph(self, x, eps)
+            return self.graphs[x.shape](x, eps)
         # the shape's first step: eagerly (compiling here, not during the capture) on a side
         # stream, as capturing asks, so that lazily made workspaces are not made in the capture
         self.graphs[x.shape] = None
