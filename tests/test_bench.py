@@ -46,6 +46,7 @@ def test_the_benchmark_table_is_complete_and_consistent(tmp_path, compile):
     expected = [
         "trainer (eager) images/s vs textbook loop",  # auto: eager on the CPU
         "training step FLOP/s vs large matmul",
+        "training epoch (with batches) FLOP/s vs large matmul",
         "IWAE FLOP/s vs large matmul",
         "IWAE s/image at K=20",
         "IWAE images/s at K=20 vs 1,000",

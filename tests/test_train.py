@@ -206,7 +206,9 @@ def test_the_conv_model_trains_on_mnist_files(tmp_path):
 
 def test_fused_adam_equals_torch_optim_fused_adam_bit_for_bit():
     """FusedAdam (no torch.optim, so no torch._dynamo import) against torch.optim.Adam(fused=True),
-    with a parameter that gets no gradient, and its state through a save and load."""
+    with a parameter that gets no gradient in the first four steps (so that its step count lags
+    behind the others': the steps counted one by one, then all at once), and its state through a
+    save and load."""
     from torch import nn
 
     from vaestudy.train import FusedAdam
@@ -220,12 +222,16 @@ def test_fused_adam_equals_torch_optim_fused_adam_bit_for_bit():
     ours, ref = net(), net()
     opt = FusedAdam(ours.parameters(), lr=1e-2)
     ref_opt = torch.optim.Adam(ref.parameters(), lr=1e-2, fused=True)
+
+    def loss(m, x, step):
+        return m(x).pow(2).sum() + (m.unused.pow(2).sum() if step >= 4 else 0.0)
+
     g = torch.Generator().manual_seed(1)
     for step in range(6):
         x = torch.randn(4, 5, generator=g)
         for m, o in ((ours, opt), (ref, ref_opt)):
             o.zero_grad(set_to_none=True)
-            m(x).pow(2).sum().backward()
+            loss(m, x, step).backward()
             o.step()
         if step == 2:  # a resumed optimizer continues identically
             saved = opt.state_dict()
@@ -233,18 +239,45 @@ def test_fused_adam_equals_torch_optim_fused_adam_bit_for_bit():
             opt.load_state_dict(saved)
     for a, b in zip(ours.parameters(), ref.parameters(), strict=True):
         assert torch.equal(a, b)
-    assert torch.equal(ours.unused, torch.ones(2))  # no gradient: untouched, as torch.optim does
+    # two steps with a gradient: counted twice, as torch.optim does (unlike the others' six)
+    assert [float(s) for s in opt.steps] == [2.0] + [6.0] * 4  # its own parameter first
+    assert float(ref_opt.state[ref.unused]["step"]) == 2.0
     # and it is Adam: torch's default (for-loop) Adam agrees to float32 rounding
     loop, loop_opt = net(), None
     loop_opt = torch.optim.Adam(loop.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(1)
-    for _ in range(6):
+    for step in range(6):
         x = torch.randn(4, 5, generator=g)
         loop_opt.zero_grad()
-        loop(x).pow(2).sum().backward()
+        loss(loop, x, step).backward()
         loop_opt.step()
     for a, b in zip(ours.parameters(), loop.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("activation,dtype", [("tanh", torch.float32), ("relu", torch.float64)])
+def test_the_mlp_computes_what_sequential_does(activation, dtype):
+    """The MLP keeps its hidden activations features first on the CPU: the same function and
+    gradients as nn.Sequential's layer-by-layer forward, for inputs with any leading dimensions."""
+    from torch import nn
+
+    from vaestudy.model import _mlp
+
+    torch.manual_seed(0)
+    mlp = _mlp([6, 9, 7, 4], activation).to(dtype)
+    assert list(mlp.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"]
+    for shape in [(5, 6), (3, 5, 6), (6,)]:
+        x = torch.randn(shape, dtype=dtype, requires_grad=True)
+        outputs, grads = [], []
+        for forward in (mlp.forward, lambda x: nn.Sequential.forward(mlp, x)):
+            out = forward(x)
+            grads.append(torch.autograd.grad(out.pow(2).sum(), [x, *mlp.parameters()]))
+            outputs.append(out)
+        assert outputs[0].shape == (*shape[:-1], 4)
+        tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(outputs[0], outputs[1], **tol)
+        for a, b in zip(*grads, strict=True):
+            torch.testing.assert_close(a, b, **tol)
 
 
 def test_training_does_not_import_torch_dynamo():

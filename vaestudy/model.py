@@ -30,13 +30,37 @@ class ModelConfig:
     architecture: str = "mlp"
 
 
-def _mlp(sizes: list[int], activation: str) -> nn.Sequential:
+class MLP(nn.Sequential):
+    """Linear layers with an element-wise activation between them, ending with a Linear layer.
+
+    On the CPU the hidden activations are kept features first, as (features, rows): each hidden
+    layer is addmm(b, W, h) instead of addmm(b, h, W^T), with a transposed view of the input
+    going in and the last layer turning back to (rows, features). MKL runs the products of a
+    batch of 128 rows faster this way, forward and backward (on a 2-core Xeon the 784-500-500-20
+    VAE's training step took 4% less time). Same parameters, same state_dict, same function.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            return super().forward(x)
+        *hidden, last = self
+        h = x.reshape(-1, x.shape[-1]).t()
+        for layer in hidden:
+            h = (
+                torch.addmm(layer.bias.unsqueeze(1), layer.weight, h)
+                if isinstance(layer, nn.Linear)
+                else layer(h)
+            )
+        return torch.addmm(last.bias, h.t(), last.weight.t()).view(*x.shape[:-1], -1)
+
+
+def _mlp(sizes: list[int], activation: str) -> MLP:
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers.append(ACTIVATIONS[activation]())
-    return nn.Sequential(*layers)
+    return MLP(*layers)
 
 
 class ConvEncoder(nn.Module):
