@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from vaestudy.likelihoods import Likelihood
 from vaestudy.utils import first_line
@@ -44,14 +45,15 @@ class MLP(nn.Sequential):
         if x.device.type != "cpu":
             return super().forward(x)
         *hidden, last = self
-        h = x.reshape(-1, x.shape[-1]).t()
+        flat = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])  # no view taken where none is needed
+        h = flat.t()
         for layer in hidden:
-            h = (
-                torch.addmm(layer.bias.unsqueeze(1), layer.weight, h)
-                if isinstance(layer, nn.Linear)
-                else layer(h)
-            )
-        return torch.addmm(last.bias, h.t(), last.weight.t()).view(*x.shape[:-1], -1)
+            if isinstance(layer, nn.Linear):
+                h = torch.addmm(layer.bias.unsqueeze(1), layer.weight, h)
+            else:
+                h = layer(h)
+        out = F.linear(h.t(), last.weight, last.bias)
+        return out if x.dim() == 2 else out.view(*x.shape[:-1], -1)
 
 
 def _mlp(sizes: list[int], activation: str) -> MLP:

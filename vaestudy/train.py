@@ -194,11 +194,16 @@ class FusedAdam:
         self.lr, self.betas, self.eps = float(lr), (float(betas[0]), float(betas[1])), float(eps)
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
-        # the step counts of a device's parameters are views of one tensor, counted up in one
-        # operation where all of them have gradients (instead of one small addition each)
+        # On the CPU the step counts are views of one tensor, counted up in one operation where
+        # every parameter has a gradient, instead of one small addition each. On CUDA, where the
+        # whole step is replayed as one CUDA graph, each count is a tensor of its own.
         devices = [p.device for p in self.params]
-        self.counts = {d: torch.zeros(devices.count(d), dtype=torch.float32, device=d) for d in devices}
-        self.steps = [self.counts[d][devices[:i].count(d)] for i, d in enumerate(devices)]
+        f32 = torch.float32
+        self.counts = {d: torch.zeros(devices.count(d), dtype=f32) for d in devices if d.type == "cpu"}
+        self.steps = [
+            self.counts[d][devices[:i].count(d)] if d in self.counts else torch.zeros((), dtype=f32, device=d)
+            for i, d in enumerate(devices)
+        ]
 
     @staticmethod
     def supports(params) -> bool:
@@ -216,7 +221,7 @@ class FusedAdam:
         for device in {self.params[i].device for i in live}:
             idx = [i for i in live if self.params[i].device == device]
             steps = [self.steps[i] for i in idx]
-            if len(idx) == len(self.counts[device]):
+            if device in self.counts and len(idx) == len(self.counts[device]):
                 self.counts[device].add_(1)
             else:
                 torch._foreach_add_(steps, 1)
