@@ -18,6 +18,7 @@ from vaestudy.likelihoods import Likelihood
 from vaestudy.utils import first_line
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus, "elu": nn.ELU, "gelu": nn.GELU}
+IN_PLACE = {nn.Tanh: torch.Tensor.tanh_, nn.ReLU: torch.Tensor.relu_}
 FUSED_ACTIVATIONS = ("tanh", "relu")  # the activations oneDNN's linear fuses (its names for them too)
 ARCHITECTURES = ("mlp", "conv")
 
@@ -50,8 +51,8 @@ class MLP(nn.Sequential):
         for layer in hidden:
             if isinstance(layer, nn.Linear):
                 h = torch.addmm(layer.bias.unsqueeze(1), layer.weight, h)
-            else:
-                h = layer(h)
+            else:  # after a Linear layer, whose fresh output autograd does not keep: in place if it can
+                h = IN_PLACE[type(layer)](h) if type(layer) in IN_PLACE else layer(h)
         out = F.linear(h.t(), last.weight, last.bias)
         return out if x.dim() == 2 else out.view(*x.shape[:-1], -1)
 
@@ -146,7 +147,7 @@ class VAE(nn.Module):
         """forward with its noise given: z = mu + sigma * eps. No random draws, so that it can be
         compiled (torch.compile does not take explicit generators)."""
         mu, log_var = self.encode(x)
-        z = mu + (0.5 * log_var).exp() * eps
+        z = torch.addcmul(mu, (0.5 * log_var).exp(), eps)
         loss_rec, log_px = self.likelihood.reconstruction(x, self.decode(z))
         rate = kl_standard_normal(mu, log_var)
         return {"loss": loss_rec + rate, "rate": rate, "distortion": -log_px}
@@ -215,5 +216,6 @@ class SampleDecoder:
 
 
 def kl_standard_normal(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, exp(log_var)) || N(0, I)) per row (Kingma & Welling 2014, appendix B)."""
-    return 0.5 * (mu.pow(2) + log_var.exp() - 1.0 - log_var).sum(-1)
+    """KL(N(mu, exp(log_var)) || N(0, I)) per row (Kingma & Welling 2014, appendix B), with
+    exp(log_var) - 1 as expm1(log_var): accurate where the variance is near 1."""
+    return 0.5 * (mu.pow(2) + log_var.expm1() - log_var).sum(-1)
