@@ -39,7 +39,8 @@ class MLP(nn.Sequential):
     layer is addmm(b, W, h) instead of addmm(b, h, W^T), with a transposed view of the input
     going in and the last layer turning back to (rows, features). MKL runs the products of a
     batch of 128 rows faster this way, forward and backward (on a 2-core Xeon the 784-500-500-20
-    VAE's training step took 4% less time). Same parameters, same state_dict, same function.
+    VAE's training step took 4% less time). A tanh or relu is applied in place to the product it
+    follows. Same parameters, same state_dict, same function.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

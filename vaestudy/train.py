@@ -199,7 +199,9 @@ class FusedAdam:
         # whole step is replayed as one CUDA graph, each count is a tensor of its own.
         devices = [p.device for p in self.params]
         f32 = torch.float32
-        self.counts = {d: torch.zeros(devices.count(d), dtype=f32) for d in devices if d.type == "cpu"}
+        self.counts = {
+            d: torch.zeros(devices.count(d), dtype=f32, device=d) for d in devices if d.type == "cpu"
+        }
         self.steps = [
             self.counts[d][devices[:i].count(d)] if d in self.counts else torch.zeros((), dtype=f32, device=d)
             for i, d in enumerate(devices)
