@@ -596,7 +596,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--repeats",
         type=_positive_int("repeats"),
         default=3,
-        help="interleaved epochs of each loop, and timed IWAE runs (the FLOP rates take the fastest)",
+        help="interleaved epochs of each loop, passes of the step over ready batches, and timed IWAE runs "
+        "(the FLOP rates take the fastest)",
     )
     p.add_argument(
         "--iwae-images",
