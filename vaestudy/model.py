@@ -53,7 +53,7 @@ class MLP(nn.Sequential):
             if isinstance(layer, nn.Linear):
                 h = torch.addmm(layer.bias.unsqueeze(1), layer.weight, h)
             else:  # after a Linear layer, whose fresh output autograd does not keep: in place if it can
-                h = IN_PLACE[type(layer)](h) if type(layer) in IN_PLACE else layer(h)
+                h = IN_PLACE.get(type(layer), layer)(h)
         out = F.linear(h.t(), last.weight, last.bias)
         return out if x.dim() == 2 else out.view(*x.shape[:-1], -1)
 

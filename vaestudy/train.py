@@ -202,10 +202,8 @@ class FusedAdam:
         self.counts = {
             d: torch.zeros(devices.count(d), dtype=f32, device=d) for d in devices if d.type == "cpu"
         }
-        self.steps = [
-            self.counts[d][devices[:i].count(d)] if d in self.counts else torch.zeros((), dtype=f32, device=d)
-            for i, d in enumerate(devices)
-        ]
+        views = {d: iter(count) for d, count in self.counts.items()}  # count[0], count[1], ...
+        self.steps = [next(views[d]) if d in views else torch.zeros((), dtype=f32, device=d) for d in devices]
 
     @staticmethod
     def supports(params) -> bool:
