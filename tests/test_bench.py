@@ -1,6 +1,7 @@
 """The benchmark runs end to end on tiny sizes and its FLOP counts match a hand count."""
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -151,7 +152,6 @@ def test_pipeline_startup_of_an_unrun_study_is_one_line(tmp_path, capsys):
 def test_startup_seconds_is_within_the_process_wall_time_seen_from_outside():
     """The child's own measure of its start-up (from /proc) lies between 0 and the wall time the
     parent measured around the whole child process."""
-    import os
     import subprocess
     import sys
     import time
@@ -187,3 +187,49 @@ def test_gpu_checks_script_without_cuda_says_so_in_one_line_and_writes_nothing(t
     assert run.returncode == 2
     assert run.stderr.count("\n") == 1 and "no CUDA device" in run.stderr
     assert not (tmp_path / "out").exists()
+
+
+GLIBC = "CS_GNU_LIBC_VERSION" in getattr(os, "confstr_names", {})
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc's malloc only")
+def test_the_cli_keeps_freed_memory_so_large_tensors_reuse_their_pages_unless_malloc_is_set():
+    """Rounds of two 40 MiB tensors made and freed, the last five counted in page faults
+    (ru_minflt). Under glibc's defaults blocks over 32 MiB are always mapped afresh, 10,240 pages
+    per tensor. After the CLI's start-up they come from the heap and, once it has grown to fit
+    them (a few rounds: torch's aligned blocks leave gaps at first), the rounds reuse its pages.
+    With a malloc variable in the environment the CLI leaves malloc as the user set it."""
+    import subprocess
+    import sys
+
+    code = """
+import resource, sys, torch
+from vaestudy.cli import main
+if sys.argv[1] == "cli":
+    main(["families"])
+def round_():
+    tensors = [torch.ones(10 * 2**20) for _ in range(2)]
+    del tensors
+for _ in range(12):
+    round_()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    round_()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+
+    def faults(mode, **env):
+        run = subprocess.run(
+            [sys.executable, "-c", code, mode],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**clean, **env},
+        )
+        return int(run.stdout.strip().splitlines()[-1])
+
+    pages = 5 * 2 * 40 * 2**20 // 4096  # five rounds of two tensors of 40 MiB
+    assert faults("none") > 0.9 * pages  # glibc's defaults: every round touches fresh pages
+    assert faults("cli") < 0.02 * pages  # kept: the same pages again
+    assert faults("cli", MALLOC_TRIM_THRESHOLD_="131072") > 0.9 * pages  # the user's setting stands

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from vaestudy.config import COMPILE_CHOICES, RunConfig
-from vaestudy.utils import UserError, log_startup, require
+from vaestudy.utils import UserError, keep_freed_memory, log_startup, require
 
 
 class _Parser(argparse.ArgumentParser):
@@ -649,6 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        keep_freed_memory()  # before the command allocates anything large
         if getattr(args, "threads", None):
             import torch
 
