@@ -9,6 +9,7 @@ import math
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,13 +78,33 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
 
 
 def torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
-    """Load a file written by atomic_torch_save without running code (weights_only=True)."""
+    """Load a file written by atomic_torch_save without running code (weights_only=True).
+
+    A file that is not one (truncated, corrupt, or a pickle of other objects) is a UserError of
+    one line; torch's warnings about such a file (its pickle protocol) are not shown."""
     path = Path(path)
     require(path.is_file(), f"{what} {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated, corrupt or malicious file
-        raise UserError(f"cannot read {what} {path}: {first_line(exc)}") from None
+        raise UserError(f"cannot read {what} {path}: {_load_failure(exc)}") from None
+
+
+def _load_failure(exc: Exception) -> str:
+    """Why torch.load refused a file, in one line. The weights-only unpickler's own message
+    begins with advice to load the file unsafely, which a vaestudy user has no reason to take:
+    keep only its reason."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker not in text:
+        return first_line(exc)
+    reason = next((line.strip() for line in text.split(marker, 1)[1].splitlines() if line.strip()), "")
+    return (
+        "not a file that vaestudy writes (torch's weights-only unpickler refused it, so nothing "
+        f"in it was loaded or run: {reason or 'no reason given'})"
+    )
 
 
 def check_output_folder(path: str | os.PathLike) -> None:
