@@ -70,6 +70,11 @@ def case_truncated_idx(tmp):
     return ["train", *TINY, "--dataset", "mnist", "--data-root", str(tmp / "data"), "--out", str(tmp / "out")]
 
 
+def case_bench_out_under_a_file(tmp):
+    (tmp / "table").write_text("not a folder")
+    return ["bench", "--device", "cpu", "--out", str(tmp / "table" / "bench.csv")]
+
+
 class _Evil:
     def __reduce__(self):
         return (os.system, ("echo pwned > /tmp/vaestudy-pwned",))
@@ -119,6 +124,11 @@ CASES = {
         lambda tmp: ["evaluate", "--run", str(tmp / "none"), "--out", str(tmp / "out" / "m.json")],
         "does not exist",
     ),
+    "bench with too few training images": (
+        lambda tmp: ["bench", "--device", "cpu", "--train-images", "10"],
+        "train images must be >= 256",
+    ),
+    "bench table under a file": (case_bench_out_under_a_file, "is not a folder"),
     "K zero": (
         lambda tmp: ["evaluate", "--run", str(tmp), "--out", str(tmp / "out" / "m.json"), "--k", "0"],
         "K must be >= 1",
@@ -142,6 +152,13 @@ def test_user_mistakes_give_one_line_exit_2_and_no_output(tmp_path, capsys, name
     assert "Traceback" not in err
     assert _listing(tmp_path) == before, "a failed command left files behind"
     assert not os.path.exists("/tmp/vaestudy-pwned")
+
+
+def test_bench_checks_where_its_table_goes_before_the_work(tmp_path, monkeypatch, capsys):
+    """A table that cannot be written is said at once, not after minutes of benchmark."""
+    monkeypatch.setattr("vaestudy.bench.run_bench", lambda *a, **k: pytest.fail("the benchmark ran"))
+    assert main(case_bench_out_under_a_file(tmp_path)) == 2
+    assert "is not a folder" in capsys.readouterr().err
 
 
 def test_a_checkpoint_of_another_configuration_is_refused(tmp_path, capsys, trained):

@@ -25,9 +25,10 @@ from vaestudy.data import ArenaData, Levels, make_splits, synthetic_mnist
 from vaestudy.likelihoods import build_likelihood
 from vaestudy.model import VAE, ModelConfig
 from vaestudy.train import FACTS, HISTORY, TrainStep, make_optimizer, train_epoch
-from vaestudy.utils import atomic_write_text, exact_float32, generator
+from vaestudy.utils import atomic_write_text, exact_float32, generator, require
 
 HIDDEN, LATENT, SIDE = [500, 500], 20, 28
+MIN_TRAIN_IMAGES = 256  # two batches of 128, of which the training split keeps at least one full
 
 
 def synthetic_levels(n: int, seed: int = 0) -> Levels:
@@ -159,6 +160,7 @@ def bench_training(
     for step in trainers.values():
         train_epoch(step, data, batch, generator(device, 0, "warm-up"))
     ready = [x for x in data.batches(batch, generator(device, 0, "ready")) if len(x) == batch]
+    require(ready, f"the benchmark's {len(data)} training images hold no full batch of {batch}")
     step_seconds = []
     for r in range(repeats):
         for name, step in trainers.items():

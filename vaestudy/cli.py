@@ -400,9 +400,16 @@ def _cmd_reference(args: argparse.Namespace) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
-    from vaestudy.bench import format_table, pipeline_rows, run_bench, write_rows
-    from vaestudy.utils import resolve_device
+    from vaestudy.bench import MIN_TRAIN_IMAGES, format_table, pipeline_rows, run_bench, write_rows
+    from vaestudy.utils import check_output_folder, resolve_device
 
+    if args.out is not None:  # before the work, not after it
+        check_output_folder(args.out.parent)
+    require(
+        args.train_images >= MIN_TRAIN_IMAGES,
+        f"train images must be >= {MIN_TRAIN_IMAGES} (the timed step needs full batches of 128), "
+        f"got {args.train_images}",
+    )
     if (args.wall is None) != (args.full_epochs is None):
         raise UserError("--wall and --full-epochs go together (with --pipeline)")
     if args.wall is not None and args.pipeline is None:
