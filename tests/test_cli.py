@@ -129,6 +129,10 @@ CASES = {
         "train images must be >= 256",
     ),
     "bench table under a file": (case_bench_out_under_a_file, "is not a folder"),
+    "reference of a study not run": (
+        lambda tmp: ["reference", "--results", str(tmp / "results"), "--out", str(tmp / "kept")],
+        "report.md does not exist: run the study first",
+    ),
     "K zero": (
         lambda tmp: ["evaluate", "--run", str(tmp), "--out", str(tmp / "out" / "m.json"), "--k", "0"],
         "K must be >= 1",

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from vaestudy.utils import atomic_write_text
+from vaestudy.utils import atomic_write_text, check_output_folder, require
 
 QUESTIONS = {
     "q1": "Does the decoder have to define a distribution, or is an image plus MSE enough?",
@@ -537,6 +537,9 @@ def copy_reference(results: str | Path, out: str | Path) -> list[Path]:
 
     results, out = Path(results), Path(out)
     files = [results / "report.md", results / "tables" / "summary.md"]
+    for path in files:  # all checked before anything is copied
+        require(path.is_file(), f"{path} does not exist: run the study first (snakemake --cores 2)")
+    check_output_folder(out)
     files += sorted((results / "figures").glob("*.png"))
     files += sorted((results / "figures" / "samples").rglob("seed1.png"))
     copied = []
