@@ -158,11 +158,50 @@ def test_user_mistakes_give_one_line_exit_2_and_no_output(tmp_path, capsys, name
     assert not os.path.exists("/tmp/vaestudy-pwned")
 
 
-def test_bench_checks_where_its_table_goes_before_the_work(tmp_path, monkeypatch, capsys):
-    """A table that cannot be written is said at once, not after minutes of benchmark."""
-    monkeypatch.setattr("vaestudy.bench.run_bench", lambda *a, **k: pytest.fail("the benchmark ran"))
-    assert main(case_bench_out_under_a_file(tmp_path)) == 2
+# command line (with {file}: a path under a regular file), and the work it must not start
+OUTPUT_UNDER_A_FILE = {
+    "bench": (["bench", "--device", "cpu", "--out", "{file}/bench.csv"], "vaestudy.bench.run_bench"),
+    "feature-net": (
+        ["feature-net", "--out", "net.pt", "--facts", "{file}/facts.json"],
+        "vaestudy.quality.train_feature_net",
+    ),
+    "anchors": (["anchors", "--feature-net", "net.pt", "--out", "{file}/a.json"], "vaestudy.data.arena_data"),
+    "quality": (
+        ["quality", "--run", "run", "--feature-net", "net.pt", "--out", "q.json", "--figure", "{file}/q.png"],
+        "vaestudy.train.load_trained",
+    ),
+    "model": (
+        ["model", *TINY, "--feature-net", "{file}", "--out", "run", "--figure", "{file}/m.png"],
+        "vaestudy.cli._train",
+    ),
+    "prepare": (["prepare", "--out", "{file}/p.json"], "vaestudy.data.load_levels"),
+    "collect": (
+        ["collect", "m.json", "--metrics-csv", "m.csv", "--summary-csv", "{file}/s.csv"],
+        "vaestudy.tables.write_tables",
+    ),
+    "figures": (
+        ["figures", "--summary", "s.csv", "--metrics", "m.csv", "--out-dir", "{file}/figures"],
+        "vaestudy.figures.all_figures",
+    ),
+    "report": (
+        ["report", "--summary", "s.csv", "--metrics", "m.csv", "--results", "{file}/results"],
+        "vaestudy.report.write_report",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", OUTPUT_UNDER_A_FILE)
+def test_outputs_that_cannot_be_written_are_said_before_the_work(tmp_path, monkeypatch, capsys, command):
+    """An output that cannot be written is said at once, not after minutes of training or
+    benchmark, and not with some of the command's files written."""
+    args, work = OUTPUT_UNDER_A_FILE[command]
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(work, lambda *a, **k: pytest.fail(f"{work} ran"))
+    before = _listing(tmp_path)
+    assert main([a.replace("{file}", "file") for a in args]) == 2
     assert "is not a folder" in capsys.readouterr().err
+    assert _listing(tmp_path) == before
 
 
 def test_a_checkpoint_of_another_configuration_is_refused(tmp_path, capsys, trained):

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from vaestudy.config import COMPILE_CHOICES, RunConfig
-from vaestudy.utils import UserError, keep_freed_memory, log_startup, require
+from vaestudy.utils import UserError, check_output_folder, keep_freed_memory, log_startup, require
 
 
 class _Parser(argparse.ArgumentParser):
@@ -148,6 +148,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     print(args.out)
 
 
+def _check_outputs(*files: Path | None) -> None:
+    """Before any work: each output file's folder can be made and written (a user error if not),
+    so that a command does not fail after minutes of work, or with some of its files written."""
+    for path in files:
+        if path is not None:
+            check_output_folder(Path(path).parent)
+
+
 def _seed_path(template: Path | None, seed: int) -> Path | None:
     return None if template is None else Path(str(template).replace(SEED_FIELD, str(seed)))
 
@@ -163,6 +171,7 @@ def _cmd_model(args: argparse.Namespace) -> None:
     require(args.feature_net.is_file(), f"feature network {args.feature_net} not found")
     config = run_config_from_args(args)
     seeds = [config.seed] if args.seeds is None else args.seeds
+    _check_outputs(*(_seed_path(args.figure, seed) for seed in seeds))
     require(
         len(seeds) == 1 or SEED_FIELD in str(args.out),
         f"--out must contain {SEED_FIELD} when --seeds names several seeds (got {args.out})",
@@ -204,6 +213,7 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
     from vaestudy.utils import atomic_write_json
 
     log_startup()
+    _check_outputs(args.out)
 
     levels = load_levels(args.dataset, args.data_root, args.download)
     splits = make_splits(levels, args.data_seed, args.val_fraction, args.test_fraction)
@@ -227,6 +237,7 @@ def _cmd_collect(args: argparse.Namespace) -> None:
     from vaestudy.tables import write_tables
 
     log_startup()
+    _check_outputs(args.metrics_csv, args.summary_csv, args.history_csv)
 
     metrics = write_tables(
         args.metrics,
@@ -289,6 +300,7 @@ def _cmd_feature_net(args: argparse.Namespace) -> None:
     from vaestudy.utils import atomic_write_json
 
     log_startup()
+    _check_outputs(args.out, args.facts)
 
     data = _data_from_args(args, "continuous")
     net, facts = train_feature_net(data, epochs=args.epochs, seed=args.seed)
@@ -303,6 +315,7 @@ def _cmd_anchors(args: argparse.Namespace) -> None:
     from vaestudy.utils import atomic_write_json
 
     log_startup()
+    _check_outputs(args.out)
 
     data = _data_from_args(args, args.arena)
     net = load_feature_net(args.feature_net, data.device)
@@ -317,6 +330,7 @@ def _cmd_quality(args: argparse.Namespace) -> None:
     import vaestudy.quality  # noqa: F401  (imported before the start-up is logged)
 
     log_startup()
+    _check_outputs(args.out, args.figure)
     _quality(args.run, args.feature_net, args.samples, args.k, args.seed, args.device, args.out, args.figure)
 
 
@@ -364,6 +378,7 @@ def _cmd_figures(args: argparse.Namespace) -> None:
     from vaestudy.figures import all_figures
 
     log_startup()
+    check_output_folder(args.out_dir)
 
     def read(path):
         try:
@@ -380,6 +395,7 @@ def _cmd_report(args: argparse.Namespace) -> None:
     from vaestudy.report import write_report
 
     log_startup()
+    check_output_folder(args.results)
 
     config_text = (
         args.config_text
@@ -401,10 +417,9 @@ def _cmd_reference(args: argparse.Namespace) -> None:
 
 def _cmd_bench(args: argparse.Namespace) -> None:
     from vaestudy.bench import MIN_TRAIN_IMAGES, format_table, pipeline_rows, run_bench, write_rows
-    from vaestudy.utils import check_output_folder, resolve_device
+    from vaestudy.utils import resolve_device
 
-    if args.out is not None:  # before the work, not after it
-        check_output_folder(args.out.parent)
+    _check_outputs(args.out)
     require(
         args.train_images >= MIN_TRAIN_IMAGES,
         f"train images must be >= {MIN_TRAIN_IMAGES} (the timed step needs full batches of 128), "
