@@ -1,6 +1,7 @@
-"""The command line that the Snakemake rules call: vaestudy train | evaluate | families.
+"""The command line that the Snakemake rules call: one subcommand per step (vaestudy --help lists them).
 
-Every user mistake ends in one line on stderr and exit status 2, without a traceback.
+Every user mistake ends in one line on stderr and exit status 2, without a traceback, before
+any work where the mistake can be seen then (a bad setting, an output that cannot be written).
 """
 
 from __future__ import annotations
