@@ -475,7 +475,7 @@ def _add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
         "--max-elements",
         type=_positive_int("max elements"),
         default=None,
-        help="memory bound: decoder-output floats alive at once in IWAE (default 2^21 on CPU, 2^24 on CUDA)",
+        help="memory bound: decoder-output floats alive at once in IWAE (default 2^20 on CPU, 2^24 on CUDA)",
     )
 
 
