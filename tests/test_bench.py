@@ -52,7 +52,7 @@ def test_the_benchmark_table_is_complete_and_consistent(tmp_path, compile):
         "IWAE s/image at K=20",
         "IWAE images/s at K=20 vs 1,000",
         "IWAE peak MB, 8 vs 2 images",
-        "IWAE peak MB, max_elements x4 (8 images)",
+        "IWAE peak MB, max_elements x4 (2 images)",
     ]
     if compile == "always":
         expected[0] = "trainer (compiled) images/s vs textbook loop"

@@ -8,7 +8,7 @@ import scipy.stats
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from vaestudy.evaluate import active_units, bits_per_dim, elbo_terms, iwae, iwae_ladder
+from vaestudy.evaluate import active_units, bits_per_dim, elbo_terms, iwae, iwae_ladder, logsumexp_rows
 from vaestudy.likelihoods import build_likelihood
 from vaestudy.model import VAE, ModelConfig, SampleDecoder, kl_standard_normal
 
@@ -72,6 +72,54 @@ def test_iwae_does_not_depend_on_the_memory_bound():
     large = iwae(model, x, 300, torch.Generator().manual_seed(5), images_per_chunk=1000)
     # the same samples are drawn in another order, so only the Monte Carlo error may differ
     assert small[300] == pytest.approx(large[300], abs=0.05)
+
+
+def test_iwae_ladder_does_not_depend_on_how_its_log_weights_are_folded():
+    """The same samples (the same chunks), their log-weights folded into the running logsumexp
+    after every chunk, after 7 (the ladder's 10 and 100 inside a fold), or all at the end."""
+    model, x, _, _ = linear_gaussian_vae(exact_posterior=False)
+    runs = [
+        iwae(model, x, 300, torch.Generator().manual_seed(5), max_elements=3 * 100 * D, fold_samples=fold)
+        for fold in (1, 7, 10**6)
+    ]
+    for other in runs[1:]:
+        assert other.keys() == runs[0].keys() == set(iwae_ladder(300))
+        for k, value in other.items():
+            assert value == pytest.approx(runs[0][k], rel=1e-6)
+
+
+def _running(blocks):
+    state = None
+    for block in blocks:
+        state = logsumexp_rows(state, block)
+    top, total = state
+    return total.log() + top.masked_fill(top.isinf(), 0.0)
+
+
+@pytest.mark.parametrize("rows", [1, 7, 300])
+def test_logsumexp_over_blocks_of_rows_equals_torchs_over_all_of_them(rows):
+    """IWAE's running logsumexp (blocks of `rows` log-weights, as its chunks of samples) against
+    torch.logsumexp of every prefix at once in float64: columns of very different scales, from
+    about -3000 to 200, and one whose first 150 rows are -inf."""
+    g = torch.Generator().manual_seed(4)
+    w = torch.randn((300, 5), generator=g) * torch.tensor([1.0, 30.0, 300.0, 3.0, 1.0]) - 40
+    w[:, 1] += 120  # up to about 80 + 120: exp would overflow float32 without a shift
+    w[:, 4] -= 3000  # where exp underflows without a shift
+    w[:150, 4] = -math.inf
+    for k in (1, 10, 100, 150, 151, 299, 300):
+        blocks = list(w[:k].split(rows))
+        expected = torch.logsumexp(w[:k].double(), 0)
+        torch.testing.assert_close(_running(blocks).double(), expected, rtol=2e-6, atol=0)
+
+
+def test_logsumexp_over_blocks_keeps_torchs_infinities_and_nans():
+    inf, nan = math.inf, math.nan
+    w = torch.tensor(
+        [[-inf, -inf, 1.0, 2.0, -inf], [-inf, 5.0, inf, nan, -inf], [-inf, -1e4, 3.0, 4.0, -1e4]]
+    )
+    expected = torch.logsumexp(w, 0)  # -inf, about 5, inf, nan, -1e4
+    for rows in (1, 2, 3):
+        torch.testing.assert_close(_running(w.split(rows)), expected, equal_nan=True)
 
 
 def test_elbo_with_the_exact_posterior_equals_the_log_likelihood():

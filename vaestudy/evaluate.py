@@ -74,6 +74,36 @@ def elbo_terms(
     return terms
 
 
+def logsumexp_rows(
+    state: tuple[torch.Tensor, torch.Tensor] | None, block: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """logsumexp over rows, one block of rows at a time: (top, total) after the rows of every
+    block so far (None before the first), top their largest value and total the sum of
+    exp(w - shift(top)), so that logsumexp = log(total) + shift(top). As torch.logsumexp: the
+    shift is the largest value, or 0 where that is infinite; -inf rows add nothing, and +inf or
+    NaN carry through."""
+    top = block.max(0).values
+    if state is not None:
+        top = torch.maximum(top, state[0])
+    total = (block - _shift(top)).exp().sum(0)
+    if state is not None:
+        old_top, old_total = state
+        # rescaled to the new shift; a total of 0 (only -inf so far) stays 0 whatever the shift
+        rescaled = old_total * (_shift(old_top) - _shift(top)).exp()
+        total += torch.where(old_total > 0, rescaled, old_total)
+    return top, total
+
+
+def _shift(top: torch.Tensor) -> torch.Tensor:
+    return top.masked_fill(top.isinf(), 0.0)
+
+
+def _bound_sum(state: tuple[torch.Tensor, torch.Tensor], k: int) -> float:
+    """sum over images of log (1/k) sum_i w_i, from logsumexp_rows over the k log-weights."""
+    top, total = state
+    return float((total.log() + _shift(top) - math.log(k)).sum())
+
+
 def iwae_ladder(k: int) -> list[int]:
     """1, 10, 100, ... below k, then k."""
     ladder = [10**i for i in range(int(math.log10(k)) + 1) if 10**i < k]
@@ -89,13 +119,17 @@ def iwae(
     likelihood: Likelihood | None = None,
     images_per_chunk: int = 100,
     max_elements: int | None = None,
+    fold_samples: int | None = None,
 ) -> dict[int, float]:
     """The importance-weighted bound L_k averaged over images, for every k of iwae_ladder(K).
 
     L_K with large K is the ll_iwae estimate. The first k of the same K samples give L_k.
     Memory: the decoder of one chunk of about max_elements / (outputs per image) samples and
     images at once (its outputs, hidden layers and the likelihood's temporaries: a few times
-    max_elements floats), whatever len(x) and K (None: default_max_elements of the device).
+    max_elements floats), whatever len(x) and K (None: default_max_elements of the device): the
+    log-weights, up to max_elements / 16 of them at a time, are folded into a running logsumexp
+    per image (logsumexp_rows), and each L_k takes the running one at its k-th sample
+    (fold_samples: after how many samples they are folded; it changes nothing but rounding).
     """
     require(k >= 1, f"K must be >= 1, got {k}")
     max_elements = max_elements or default_max_elements(x.device)
@@ -109,7 +143,10 @@ def iwae(
         sigma, log_det = (0.5 * log_var).exp(), 0.5 * log_var.sum(-1)
         samples_per_chunk = max(1, max_elements // (len(xb) * out_width))
         decode = SampleDecoder(model, samples_per_chunk * len(xb))
-        log_w = torch.empty((k, len(xb)), device=x.device)
+        # the log-weights of up to max_elements / 16 samples and images are kept, then folded
+        # into a running logsumexp per image: a few operations per fold instead of per chunk
+        fold = fold_samples or max(1, max_elements // (16 * len(xb)))
+        state, pending, folded = None, [], 0  # folded: the samples that state holds
         for s in range(0, k, samples_per_chunk):
             n = min(samples_per_chunk, k - s)
             eps = torch.randn((n, *mu.shape), generator=g, device=mu.device, dtype=mu.dtype)
@@ -118,9 +155,18 @@ def iwae(
             # log p(z) - log q(z|x) with z = mu + sigma eps: the normalising constants cancel,
             # leaving 0.5 sum(eps^2 - z^2) + sum log sigma (a few passes over n x B x latent
             # numbers instead of two Normal.log_prob)
-            log_w[s : s + n] = torch.add(log_px, (eps - z).mul_(eps + z).sum(-1), alpha=0.5).add_(log_det)
-        for kk in ladder:
-            sums[kk] += float((torch.logsumexp(log_w[:kk], 0) - math.log(kk)).sum())
+            pending.append(torch.add(log_px, (eps - z).mul_(eps + z).sum(-1), alpha=0.5).add_(log_det))
+            if s + n - folded < fold and s + n < k:
+                continue
+            log_w = torch.cat(pending) if len(pending) > 1 else pending[0]  # samples folded..s+n
+            for kk in ladder:
+                if folded < kk < s + n:  # L_kk ends inside: the first kk - folded of them
+                    sums[kk] += _bound_sum(logsumexp_rows(state, log_w[: kk - folded]), kk)
+            state, pending, folded = logsumexp_rows(state, log_w), [], s + n
+            if folded in sums:
+                sums[folded] += _bound_sum(state, folded)
+        # freed before the next chunk of images makes its own (else both would be alive at once)
+        del decode, log_w, log_px, eps, z
     return {kk: v / len(x) for kk, v in sums.items()}
 
 
