@@ -417,15 +417,11 @@ def _cmd_reference(args: argparse.Namespace) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
-    from vaestudy.bench import MIN_TRAIN_IMAGES, format_table, pipeline_rows, run_bench, write_rows
+    from vaestudy.bench import check_train_images, format_table, pipeline_rows, run_bench, write_rows
     from vaestudy.utils import resolve_device
 
     _check_outputs(args.out)
-    require(
-        args.train_images >= MIN_TRAIN_IMAGES,
-        f"train images must be >= {MIN_TRAIN_IMAGES} (the timed step needs full batches of 128), "
-        f"got {args.train_images}",
-    )
+    check_train_images(args.train_images)  # before the banner: a mistake is one line
     if (args.wall is None) != (args.full_epochs is None):
         raise UserError("--wall and --full-epochs go together (with --pipeline)")
     if args.wall is not None and args.pipeline is None:

@@ -84,12 +84,13 @@ def logsumexp_rows(
     NaN carry through."""
     top = block.max(0).values
     if state is not None:
-        top = torch.maximum(top, state[0])
-    total = (block - _shift(top)).exp().sum(0)
-    if state is not None:
         old_top, old_total = state
+        top = torch.maximum(top, old_top)
+    shift = _shift(top)
+    total = (block - shift).exp().sum(0)
+    if state is not None:
         # rescaled to the new shift; a total of 0 (only -inf so far) stays 0 whatever the shift
-        rescaled = old_total * (_shift(old_top) - _shift(top)).exp()
+        rescaled = old_total * (_shift(old_top) - shift).exp()
         total += torch.where(old_total > 0, rescaled, old_total)
     return top, total
 
