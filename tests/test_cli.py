@@ -109,6 +109,7 @@ CASES = {
     ),
     "conv on 8x8 digits": (case_train("--architecture", "conv"), "conv needs 28x28 or 32x32"),
     "unknown flag": (case_train("--epohcs", "3"), "unrecognized arguments: --epohcs"),
+    "unknown command": (lambda tmp: ["trian", "--out", str(tmp / "out")], "invalid choice: 'trian'"),
     "yaml syntax error": (case_yaml("family: [gaussian_fixed\n"), "YAML syntax error"),
     "yaml unknown key": (case_yaml("family: mse\nlearning_rate: 0.1\n"), "unknown setting 'learning_rate'"),
     "yaml wrong type": (case_yaml("epochs: many\n"), "epochs must be of type int"),
@@ -152,6 +153,7 @@ def test_user_mistakes_give_one_line_exit_2_and_no_output(tmp_path, capsys, name
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("vaestudy: error:"), err
+    assert not lines[0].startswith("vaestudy: error: vaestudy:"), err  # the program named once
     assert message in lines[0]
     assert "Traceback" not in err
     assert _listing(tmp_path) == before, "a failed command left files behind"

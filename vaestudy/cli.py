@@ -19,7 +19,8 @@ from vaestudy.utils import UserError, check_output_folder, keep_freed_memory, lo
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line instead of usage + message
-        raise UserError(f"{self.prog}: {message}")
+        # a subcommand's parser names itself ("vaestudy train: ..."); the top one is "vaestudy: error:" already
+        raise UserError(f"{self.prog}: {message}" if " " in self.prog else message)
 
 
 def _parse_value(text: str):
