@@ -61,6 +61,14 @@ def case_model_file(content: bytes, k="10"):
     return make
 
 
+def case_config_folder(tmp):
+    """`vaestudy model` writes a configuration's seeds into seed1/, seed2/, ... of its folder."""
+    for seed in ("seed1", "seed2"):
+        (tmp / "cfg" / seed).mkdir(parents=True)
+        (tmp / "cfg" / seed / "model.pt").write_bytes(b"not read")
+    return ["evaluate", "--run", str(tmp / "cfg"), "--out", str(tmp / "out" / "m.json")]
+
+
 def case_truncated_idx(tmp):
     from conftest import write_mnist
 
@@ -121,6 +129,10 @@ CASES = {
     "truncated IDX file": (case_truncated_idx, "cannot read mnist under"),
     "pickle with code": (case_checkpoint(pickle.dumps(_Evil())), "not a file that vaestudy writes"),
     "model file garbage": (case_model_file(b"\x00" * 100), "cannot read model file"),
+    "a configuration's folder for a run": (
+        case_config_folder,
+        "holding the runs seed1, seed2: pass one of them",
+    ),
     "model file missing": (
         lambda tmp: ["evaluate", "--run", str(tmp / "none"), "--out", str(tmp / "out" / "m.json")],
         "does not exist",
