@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import warnings
 
+import pandas as pd
 import pytest
 import torch
 
@@ -67,6 +68,40 @@ def case_config_folder(tmp):
         (tmp / "cfg" / seed).mkdir(parents=True)
         (tmp / "cfg" / seed / "model.pt").write_bytes(b"not read")
     return ["evaluate", "--run", str(tmp / "cfg"), "--out", str(tmp / "out" / "m.json")]
+
+
+def case_tables(summary: str, command: str = "figures"):
+    """figures or report of a summary table with the given text (the metrics table alike)."""
+
+    def make(tmp):
+        (tmp / "summary.csv").write_text(summary)
+        tables = ["--summary", str(tmp / "summary.csv"), "--metrics", str(tmp / "summary.csv")]
+        out = ["--out-dir", str(tmp / "figs")] if command == "figures" else ["--results", str(tmp / "res")]
+        return [command, *tables, *out]
+
+    return make
+
+
+A_METRICS_FILE = {
+    "config": {"dataset": "digits", "arena": "binary", "family": "bernoulli", "seed": 1},
+    "status": "ok",
+    "metrics": {"elbo": -20.0},
+}
+
+
+def case_collect(metrics: object, anchors: object | None = None):
+    """vaestudy collect of a metrics file (and an anchors file) with the given JSON."""
+
+    def make(tmp):
+        (tmp / "metrics.json").write_text(json.dumps(metrics))
+        extra = []
+        if anchors is not None:
+            (tmp / "anchors.json").write_text(json.dumps(anchors))
+            extra = ["--anchors", str(tmp / "anchors.json")]
+        tables = ["--metrics-csv", str(tmp / "t" / "m.csv"), "--summary-csv", str(tmp / "t" / "s.csv")]
+        return ["collect", *tables, str(tmp / "metrics.json"), *extra]
+
+    return make
 
 
 def case_truncated_idx(tmp):
@@ -133,6 +168,16 @@ CASES = {
         case_config_folder,
         "holding the runs seed1, seed2: pass one of them",
     ),
+    "figures of a table that is not collect's": (case_tables("a,b\n1,2\n"), "is not a summary table"),
+    "report of an empty table": (case_tables("", "report"), "is empty: not a summary table"),
+    "collect of a JSON that is not a metrics file": (
+        case_collect({}),
+        "is not a metrics file of vaestudy evaluate: no field 'config'",
+    ),
+    "collect of an anchors file that is not one": (
+        case_collect(A_METRICS_FILE, [1, 2]),
+        "is not an anchors file of vaestudy anchors",
+    ),
     "model file missing": (
         lambda tmp: ["evaluate", "--run", str(tmp / "none"), "--out", str(tmp / "out" / "m.json")],
         "does not exist",
@@ -170,6 +215,13 @@ def test_user_mistakes_give_one_line_exit_2_and_no_output(tmp_path, capsys, name
     assert "Traceback" not in err
     assert _listing(tmp_path) == before, "a failed command left files behind"
     assert not os.path.exists("/tmp/vaestudy-pwned")
+
+
+def test_the_metrics_file_of_the_mistake_cases_is_one_that_collect_takes(tmp_path):
+    """The anchors case above fails for its anchors, not for its metrics file."""
+    assert main(case_collect(A_METRICS_FILE)(tmp_path)) == 0
+    table = pd.read_csv(tmp_path / "t" / "m.csv")
+    assert table.set_index("metric").loc["elbo", "value"] == -20.0
 
 
 # command line (with {file}: a path under a regular file), and the work it must not start

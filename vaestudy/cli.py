@@ -378,18 +378,13 @@ def _cmd_figures(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from vaestudy.figures import all_figures
+    from vaestudy.tables import read_table
 
     log_startup()
     check_output_folder(args.out_dir)
-
-    def read(path):
-        try:
-            return pd.read_csv(path)
-        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            raise UserError(f"cannot read table {path}: {exc}") from None
-
-    history = read(args.history) if args.history else pd.DataFrame()
-    paths = all_figures(read(args.summary), read(args.metrics), history, args.out_dir)
+    history = read_table(args.history, "history") if args.history else pd.DataFrame()
+    summary, metrics = read_table(args.summary, "summary"), read_table(args.metrics, "metrics")
+    paths = all_figures(summary, metrics, history, args.out_dir)
     print(f"{len(paths)} figure files -> {args.out_dir}")
 
 

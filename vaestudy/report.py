@@ -492,7 +492,9 @@ def write_report(
 ) -> dict[str, Path]:
     """Write front.rst, conclusions/<figure>.rst, tables/<arena>.csv, summary.md and report.md under out_dir
     (report.md refers to the figures as <figure_dir>/<name>.png, relative to out_dir)."""
-    summary, metrics = pd.read_csv(summary_csv), pd.read_csv(metrics_csv)
+    from vaestudy.tables import read_table
+
+    summary, metrics = read_table(summary_csv, "summary"), read_table(metrics_csv, "metrics")
     out = Path(out_dir)
     ans = answers(summary)
     info = run_info(metrics, config_text)

@@ -4,16 +4,52 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from scipy import stats
 
-from vaestudy.utils import UserError, atomic_write_text
+from vaestudy.utils import UserError, atomic_write_text, first_line
 
 ID_COLUMNS = ["run", "config", "dataset", "arena", "family", "sigma", "reduction", "floor", "seed"]
 FACT_METRICS = ("epochs", "train_seconds", "eval_seconds", "peak_memory_mb_train", "num_pixels", "levels")
+SUMMARY_KEYS = ["config", "dataset", "arena", "family", "sigma", "reduction", "floor", "metric"]
+# the columns of the tables that write_tables writes, which figures and report read
+TABLE_COLUMNS = {
+    "metrics": [*ID_COLUMNS, "metric", "value", "status", "diverged_epoch", "normalised", "device"],
+    "summary": [*SUMMARY_KEYS, "mean", "std", "ci95_low", "ci95_high", "n", "n_diverged", "normalised"],
+    "history": ["epoch", "run", "config", "arena", "seed"],
+}
+
+
+def read_table(path: str | Path, kind: str) -> pd.DataFrame:
+    """A table of write_tables (kind: metrics, summary or history), checked for its columns. A
+    history without rows is an empty file (a study whose runs kept no history)."""
+    try:
+        table = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        if kind == "history":
+            return pd.DataFrame()
+        raise UserError(f"{path} is empty: not a {kind} table of vaestudy collect") from None
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read table {path}: {first_line(exc)}") from None
+    missing = [c for c in TABLE_COLUMNS[kind] if c not in table.columns]
+    if missing:
+        raise UserError(f"{path} is not a {kind} table of vaestudy collect: no column {', '.join(missing)}")
+    return table
+
+
+@contextmanager
+def _fields_of(path: Path, what: str) -> Iterator[None]:
+    """Reading the fields of a JSON file: a missing or mistyped one is a user's error, in one line."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        detail = f"no field {exc}" if isinstance(exc, KeyError) else first_line(exc)
+        raise UserError(f"{path} is not {what}: {detail}") from None
 
 
 def run_rows(result: dict[str, Any], run: str) -> list[dict[str, Any]]:
@@ -97,23 +133,30 @@ def collect(
         result = _read_json(path, "metrics file")
         quality = path.parent / "quality.json"
         if quality.is_file():
-            result["metrics"] = {**result["metrics"], **_read_json(quality, "quality file")["metrics"]}
+            quality_metrics = _read_json(quality, "quality file")
+            with _fields_of(quality, "a quality file of vaestudy quality"):
+                result["metrics"] = {**result["metrics"], **quality_metrics["metrics"]}
         try:
             run = str(path.parent.relative_to(root))
         except ValueError:
             run = str(path.parent)
-        rows.extend(run_rows(result, run))
+        with _fields_of(path, "a metrics file of vaestudy evaluate"):
+            rows.extend(run_rows(result, run))
     if not rows:
         raise UserError("no metrics files given")
     for path in map(Path, anchors):
-        rows.extend(anchor_rows(_read_json(path, "anchors file")))
+        anchors_file = _read_json(path, "anchors file")
+        with _fields_of(path, "an anchors file of vaestudy anchors"):
+            rows.extend(anchor_rows(anchors_file))
     if feature_facts is not None:
         facts = _read_json(Path(feature_facts), "feature network facts")
+        with _fields_of(Path(feature_facts), "the facts file of vaestudy feature-net"):
+            accuracy, dataset = float(facts["test_accuracy"]), facts.get("dataset")
         rows.append(
             {
                 "run": "feature_net",
                 "config": "feature_net",
-                "dataset": facts.get("dataset"),
+                "dataset": dataset,
                 "arena": None,
                 "family": "feature_net",
                 "sigma": None,
@@ -121,7 +164,7 @@ def collect(
                 "floor": None,
                 "seed": None,
                 "metric": "feature_net_test_accuracy",
-                "value": float(facts["test_accuracy"]),
+                "value": accuracy,
                 "status": "ok",
                 "diverged_epoch": None,
                 "normalised": None,
@@ -136,7 +179,7 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
 
     Only runs with status ok enter the statistics; n_diverged counts the others.
     """
-    keys = ["config", "dataset", "arena", "family", "sigma", "reduction", "floor", "metric"]
+    keys = SUMMARY_KEYS
     rows = []
     for key, group in metrics.groupby(keys, dropna=False, sort=False):
         ok = group[group.status == "ok"]["value"].dropna()
