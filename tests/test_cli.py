@@ -104,6 +104,14 @@ def case_collect(metrics: object, anchors: object | None = None):
     return make
 
 
+def case_study(text: str):
+    def make(tmp):
+        (tmp / "study.yaml").write_text(text)
+        return ["study", "--config", str(tmp / "study.yaml")]
+
+    return make
+
+
 def case_truncated_idx(tmp):
     from conftest import write_mnist
 
@@ -177,6 +185,11 @@ CASES = {
     "collect of an anchors file that is not one": (
         case_collect(A_METRICS_FILE, [1, 2]),
         "is not an anchors file of vaestudy anchors",
+    ),
+    "study config that is a list": (case_study("[1, 2]\n"), "a study config is a mapping of settings"),
+    "study config with a mistyped section": (
+        case_study("model: big\n"),
+        "model: 'big' is not of type 'object'",
     ),
     "model file missing": (
         lambda tmp: ["evaluate", "--run", str(tmp / "none"), "--out", str(tmp / "out" / "m.json")],

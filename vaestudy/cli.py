@@ -254,7 +254,7 @@ def _cmd_collect(args: argparse.Namespace) -> None:
 
 
 def _cmd_study(args: argparse.Namespace) -> None:
-    from vaestudy.study import expand_study
+    from vaestudy.study import SCHEMA, check_schema, expand_study
 
     try:
         study = yaml.safe_load(Path(args.config).read_text()) or {}
@@ -262,6 +262,15 @@ def _cmd_study(args: argparse.Namespace) -> None:
         raise UserError(f"cannot read {args.config}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise UserError(f"{args.config}: YAML syntax error: {exc}") from None
+    require(
+        isinstance(study, dict),
+        f"{args.config}: a study config is a mapping of settings (as config.yaml), not a {type(study).__name__}",
+    )
+    if SCHEMA.is_file():  # the workflow's schema, as the Snakefile checks it (a source checkout)
+        try:
+            check_schema(study, SCHEMA)
+        except UserError as exc:
+            raise UserError(f"{args.config}: {exc}") from None
     for run in expand_study(study):
         print(run.name)
 

@@ -19,6 +19,7 @@ from vaestudy.likelihoods import family_parameters, get_family
 from vaestudy.utils import UserError, require
 
 NAME_PART = re.compile(r"^[A-Za-z0-9_.\-]+$")  # one path component: no '/', so no '..' escape
+SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
 
 def check_schema(study: dict[str, Any], schema_path: str | Path) -> None:
