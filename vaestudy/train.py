@@ -610,11 +610,12 @@ def load_trained(
 ) -> tuple[VAE, RunConfig, ArenaData, dict[str, Any]]:
     """The model trained in run_dir (its model.pt), its config and its data, in eval mode on device."""
     run_dir = Path(run_dir)
-    seeds = sorted(p.parent.name for p in run_dir.glob(f"*/{MODEL}"))
-    require(
-        (run_dir / MODEL).is_file() or not seeds,
-        f"{run_dir} is a configuration's folder, holding the runs {', '.join(seeds)}: pass one of them",
-    )
+    if not (run_dir / MODEL).is_file():  # a configuration's folder (vaestudy model's seed1/, ...)?
+        seeds = sorted(p.parent.name for p in run_dir.glob(f"*/{MODEL}"))
+        require(
+            not seeds,
+            f"{run_dir} is a configuration's folder, holding the runs {', '.join(seeds)}: pass one of them",
+        )
     saved = torch_load(run_dir / MODEL, "model file")
     require(
         isinstance(saved, dict) and "config" in saved and "model" in saved,
