@@ -18,7 +18,7 @@ configfile: "config.yaml"
 
 
 try:  # one line that names the key and the problem, before any job starts
-    check_schema(config, workflow.source_path(SCHEMA))
+    config.update(check_schema(config, workflow.source_path(SCHEMA)))  # with 1e-3 and --config text as numbers
 except UserError as error:
     sys.stderr.write(f"vaestudy: config error: {error}\n")
     sys.exit(2)

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from vaestudy.likelihoods import REGISTRY
-from vaestudy.study import config_label, expand_study
+from vaestudy.study import check_schema, config_label, expand_study
 from vaestudy.utils import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,3 +111,48 @@ def test_the_mnist_study_runs_on_synthetic_mnist_without_a_data_root():
     runs = expand_study(study)
     assert {r.config.dataset for r in runs} == {"synthetic_mnist"} and len(runs) == 15 * 3
     assert {r.config.compile for r in runs} == {"auto"}
+
+
+def test_a_number_written_as_text_names_the_run_as_the_number_does():
+    """YAML 1.1 reads `sigma: 1e-2` as a string; the run is gaussian_fixed-s0.01 all the same,
+    with sigma the number, and 1e-2 next to 0.01 is the same run listed twice."""
+    study = _with(seeds=[1], arenas={"continuous": [{"family": "gaussian_fixed", "sigma": ["1e-2", 0.3]}]})
+    runs = expand_study(study)
+    assert [r.name for r in runs] == [
+        "continuous/gaussian_fixed-s0.01/seed1",
+        "continuous/gaussian_fixed-s0.3/seed1",
+    ]
+    assert runs[0].config.params == {"sigma": 0.01}
+    study["arenas"]["continuous"][0]["sigma"] = ["1e-2", 0.01]
+    with pytest.raises(UserError, match="listed twice"):
+        expand_study(study)
+
+
+SCHEMA_FILE = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def test_text_where_the_schema_takes_a_number_is_read_as_one():
+    """What Snakemake's --config gives (every value inside a mapping or a list is a string) and
+    YAML 1.1's 1e-3 are checked as the numbers they spell; text that is no number is reported."""
+    given = {
+        "seeds": ["1", "2"],
+        "data_root": "null",
+        "download": "true",
+        "train": {"epochs": "3", "lr": "1e-3", "max_train": "~"},
+        "evaluate": {"k": "5", "max_elements": "null"},
+        "resources": {"model": {"mem_mb": "4000", "gpu": "0"}},  # under a $ref
+        "dataset": "1",  # a string where the schema takes one stays a string
+        "arenas": {"continuous": [{"family": "gaussian_fixed", "sigma": "0.1"}]},
+    }
+    study = check_schema(copy.deepcopy(given), SCHEMA_FILE)
+    assert study["seeds"] == [1, 2] and study["data_root"] is None and study["download"] is True
+    assert study["train"] == {"epochs": 3, "lr": 0.001, "max_train": None}
+    assert isinstance(study["train"]["epochs"], int)
+    assert study["evaluate"] == {"k": 5, "max_elements": None}
+    assert study["resources"] == {"model": {"mem_mb": 4000, "gpu": 0}}
+    assert study["dataset"] == "1"
+    assert study["arenas"] == given["arenas"]  # family parameters: expand_study's to read
+    with pytest.raises(UserError, match="train.epochs: '3.5' is not of type 'integer'"):
+        check_schema({"train": {"epochs": "3.5"}}, SCHEMA_FILE)
+    with pytest.raises(UserError, match="train.lr: 'fast' is not of type 'number'"):
+        check_schema({"train": {"lr": "fast"}}, SCHEMA_FILE)

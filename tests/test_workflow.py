@@ -118,6 +118,33 @@ def test_a_bad_config_stops_before_any_job_and_names_the_problem(tmp_path, overr
     assert not (workdir / "results").exists()
 
 
+def test_command_line_config_and_1e_3_reach_the_jobs_as_numbers(tmp_path):
+    """Snakemake's --config reads every value inside a mapping or a list as a string, and YAML 1.1
+    reads 1e-3 as one: both reach the jobs as the numbers they spell (the schema would reject
+    them as text), and the run is named after the number."""
+    workdir = make_workdir(tmp_path)
+    (tmp_path / "study.yaml").write_text("train:\n  lr: 2e-3\n")
+    proc = snakemake(
+        workdir,
+        "-n",
+        "-p",
+        "--configfile",
+        str(tmp_path / "study.yaml"),
+        "--config",
+        "seeds=[4]",
+        "train={epochs: 2}",
+        "evaluate={k: 5, max_elements: null}",
+        "arenas={continuous: [{family: gaussian_fixed, sigma: [1e-2]}], binary: null}",
+        "data_root=null",
+    )
+    assert planned_jobs(proc)["model"] == 1
+    shell = proc.stdout
+    assert "runs/continuous/gaussian_fixed-s0.01/seed4/model.pt" in shell
+    for flag in ("--seeds 4", "--epochs 2", "--lr 0.002", "--k 5", "--param sigma=0.01"):
+        assert flag in shell, flag
+    assert "--data-root" not in shell and "--max-elements" not in shell
+
+
 def _read(workdir: Path) -> pd.DataFrame:
     return pd.read_csv(workdir / "results" / "tables" / "metrics.csv")
 

@@ -268,7 +268,7 @@ def _cmd_study(args: argparse.Namespace) -> None:
     )
     if SCHEMA.is_file():  # the workflow's schema, as the Snakefile checks it (a source checkout)
         try:
-            check_schema(study, SCHEMA)
+            study = check_schema(study, SCHEMA)
         except UserError as exc:
             raise UserError(f"{args.config}: {exc}") from None
     for run in expand_study(study):

@@ -335,21 +335,33 @@ def get_family(name: str) -> type[Likelihood]:
     return REGISTRY[name]
 
 
+def coerce_params(name: str, params: dict) -> dict:
+    """The given parameters with a number written as text made a number where the family's default
+    is one: YAML 1.1 reads 1e-3 as a string, and Snakemake's --config reads every value inside a
+    mapping or a list as one. Other values, and unknown names, are left for check_params."""
+    allowed = family_parameters(name)
+    coerced = dict(params)
+    for key, value in params.items():
+        default = allowed.get(key)
+        if isinstance(value, str) and isinstance(default, float):
+            try:
+                coerced[key] = float(value)
+            except ValueError:
+                pass
+    return coerced
+
+
 def check_params(name: str, params: dict | None = None) -> dict:
     """The family's parameters with their defaults filled in and numbers as numbers; raise UserError
     for an unknown parameter or a bad value (by constructing the family once)."""
-    params = dict(params or {})
     allowed = family_parameters(name)
-    for key in params:
+    for key in params or {}:
         if key not in allowed:
             known = ", ".join(allowed) or "none"
             raise UserError(f"family {name} has no parameter {key!r} (it takes: {known})")
-        default, value = allowed[key], params[key]
-        if isinstance(default, float) and isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
-            try:
-                params[key] = value = float(value)
-            except ValueError:
-                pass
+    params = coerce_params(name, params or {})
+    for key, value in params.items():
+        default = allowed[key]
         if isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, int | float)):
             raise UserError(f"family {name}: {key} must be a number, got {value!r}")
         if isinstance(default, str) and not isinstance(value, str):

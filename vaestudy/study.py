@@ -15,24 +15,79 @@ from typing import Any
 
 from vaestudy.config import RunConfig
 from vaestudy.data import DATASETS
-from vaestudy.likelihoods import family_parameters, get_family
+from vaestudy.likelihoods import coerce_params, family_parameters, get_family
 from vaestudy.utils import UserError, require
 
 NAME_PART = re.compile(r"^[A-Za-z0-9_.\-]+$")  # one path component: no '/', so no '..' escape
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
 
-def check_schema(study: dict[str, Any], schema_path: str | Path) -> None:
-    """Check a study against the JSON schema; raise UserError 'key.path: problem' for the first error."""
+def check_schema(study: dict[str, Any], schema_path: str | Path) -> dict[str, Any]:
+    """Check a study against the JSON schema; raise UserError 'key.path: problem' for the first error.
+
+    Returns the study with text made the number, integer, boolean or null that the schema asks
+    for (coerce_to_schema), which is what is checked."""
     import jsonschema
     import yaml
 
     schema = yaml.safe_load(Path(schema_path).read_text())
+    study = coerce_to_schema(study, schema)
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(study))
     if error is not None:
         where = ".".join(str(p) for p in error.absolute_path) or "config"
         raise UserError(f"{where}: {error.message}")
+    return study
+
+
+NULLS = ("null", "Null", "NULL", "~")  # YAML's spellings of null
+
+
+def _scalar(text: str) -> Any:
+    """A value written as text: an integer, a float (1e-3 too), true, false or null; else the text."""
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.strip().lower(), None if text in NULLS else text)
+
+
+def _is_type(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return name == "boolean"
+    return {
+        "integer": isinstance(value, int),
+        "number": isinstance(value, int | float),
+        "null": value is None,
+    }.get(name, False)
+
+
+def coerce_to_schema(value: Any, schema: dict[str, Any], root: dict[str, Any] | None = None) -> Any:
+    """value (a study, or a part of it under `schema`) with every string that stands where the
+    schema takes no string, and reads as a value of a type it takes, made that value: `lr: 1e-3`
+    (a string to YAML 1.1) becomes 0.001, and Snakemake's `--config train={epochs: 3}` or
+    `seeds=[1,2]`, which reads every value inside a mapping or a list as a string, gets numbers.
+    A null spelling (null, ~) becomes None where the schema takes null. Anything else is left for
+    the schema's check to report."""
+    root = root if root is not None else schema
+    while "$ref" in schema:  # a local reference, "#/$defs/name"
+        schema = root["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
+    types = schema.get("type", [])
+    types = [types] if isinstance(types, str) else types
+    if isinstance(value, str):
+        if "string" not in types:
+            parsed = _scalar(value)
+            return parsed if any(_is_type(parsed, t) for t in types) else value
+        return None if "null" in types and value in NULLS else value
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        return {
+            k: coerce_to_schema(v, properties[k], root) if k in properties else v for k, v in value.items()
+        }
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [coerce_to_schema(v, schema["items"], root) for v in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -84,7 +139,8 @@ def _entry_grid(arena: str, index: int, entry: Any) -> list[tuple[str, dict[str,
         require(len(vals) > 0, f"{where}.{key}: the list of values is empty")
     grid = []
     for combo in itertools.product(*values):
-        p = dict(zip(keys, combo, strict=True))
+        # numbers as numbers before naming the run: sigma 1e-2 (a string to YAML 1.1) is s0.01
+        p = coerce_params(family, dict(zip(keys, combo, strict=True)))
         RunConfig(family=family, arena=arena, params=p).validate_family(f"{where}")
         grid.append((config_label(family, p), p))
     return grid
