@@ -211,3 +211,38 @@ def test_the_markdown_report_has_every_question_figure_and_table(built):
     assert (out / "tables" / "summary.md").read_text().count("|") > 50
     for name in FIGURES:
         assert (out / "report" / "conclusions" / f"{name}.rst").exists()
+
+
+def test_q3_says_what_the_run_cannot_answer():
+    summary = summarise(synthetic_metrics())
+
+    def q3(*kept):
+        return {a.key: a for a in answers(summary[summary.config.isin(kept)])}["q3"].short
+
+    # no learned variance at all: says so, and claims nothing about divergence
+    short = q3("continuous/gaussian_fixed-s0.1", "continuous/gaussian_fixed-s1")
+    assert short == (
+        "No configuration with a learned variance (gaussian_shared, gaussian_pixel, gaussian_optimal, "
+        "gaussian_heteroscedastic) ran, so this run cannot answer it; the best fixed sigma of the sweep is 0.1 "
+        f"(calibrated bpd {f(summary.set_index(['config', 'metric']).loc[('continuous/gaussian_fixed-s0.1', 'calibrated_bpd'), 'mean'])})."
+    )
+    # only sigma(z) per pixel: no single sigma to 'land' at, and its diverged seed is reported
+    short = q3("continuous/gaussian_fixed-s0.1", "continuous/gaussian_heteroscedastic-f0")
+    assert short.startswith(
+        "The variance learned here is sigma(z) per pixel, no single sigma to set beside the sweep"
+    )
+    assert "Unstable here: continuous/gaussian_heteroscedastic-f0 (diverged runs)." in short
+    assert "lands" not in short
+
+
+def test_a_study_of_the_binary_arena_alone_gives_every_figure_and_answer(tmp_path, recwarn):
+    metrics = synthetic_metrics()
+    metrics = metrics[metrics.arena == "binary"]
+    history = synthetic_history()
+    summary = summarise(metrics)
+    paths = all_figures(summary, metrics, history[history.arena == "binary"], tmp_path / "figures")
+    assert {p.stem for p in paths} == set(FIGURES)
+    assert not [w for w in recwarn if "No artists with labels" in str(w.message)]  # no empty legends
+    ans = {a.key: a.short for a in answers(summary)}
+    assert ans["q1"] == "No configuration with `mse` ran, so this run cannot answer it."
+    assert ans["q4"] == "This run lacks the Bernoulli or the continuous Bernoulli on grey levels."

@@ -161,7 +161,8 @@ def rate_distortion(summary: pd.DataFrame, stem: str | Path, arena: str = "conti
     ax.set_xlabel("rate KL(q(z|x) || p(z)) [nats per image]")
     ax.set_ylabel("MSE of the decoder mean [per pixel]")
     ax.set_title(f"Rate against distortion ({arena} arena)")
-    ax.legend(fontsize=7, loc="upper right")
+    if not both.empty:  # an empty plane has nothing to label
+        ax.legend(fontsize=7, loc="upper right")
     return _save(fig, stem)
 
 

@@ -172,6 +172,9 @@ def answer_q2(n: Numbers) -> Answer:
     return Answer("q2", QUESTIONS["q2"], short, ev, ["sigma_sweep", "active_units", "rate_distortion"])
 
 
+LEARNED_VARIANCE = ("gaussian_shared", "gaussian_pixel", "gaussian_optimal", "gaussian_heteroscedastic")
+
+
 def answer_q3(n: Numbers) -> Answer:
     sweep = _sweep(n)
     best = (
@@ -185,7 +188,8 @@ def answer_q3(n: Numbers) -> Answer:
         else None
     )
     ev, landed = [], []
-    for family in ("gaussian_shared", "gaussian_pixel", "gaussian_optimal", "gaussian_heteroscedastic"):
+    learned = [c for family in LEARNED_VARIANCE for c in n.configs(family)]
+    for family in LEARNED_VARIANCE:
         for config in n.configs(family):
             sigma, bpd = n.get(config, "sigma"), n.get(config, "calibrated_bpd")
             div, seeds = n.diverged(config), n.seeds(config)
@@ -197,21 +201,23 @@ def answer_q3(n: Numbers) -> Answer:
             )
             if math.isfinite(sigma):
                 landed.append(f"{family.removeprefix('gaussian_')} at {f(sigma)}")
-    unstable = [
-        c
-        for f_ in ("gaussian_shared", "gaussian_pixel", "gaussian_optimal", "gaussian_heteroscedastic")
-        for c in n.configs(f_)
-        if n.diverged(c)
-    ]
-    short = "Learning sigma lands " + (", ".join(landed) if landed else "nowhere in this run")
+    unstable = [c for c in learned if n.diverged(c)]
+    if not learned:
+        short = f"No configuration with a learned variance ({', '.join(LEARNED_VARIANCE)}) ran, so this run cannot answer it"
+    elif landed:
+        short = "Learning sigma lands " + ", ".join(landed)
+    else:
+        short = "The variance learned here is sigma(z) per pixel, no single sigma to set beside the sweep"
     if best:
         short += f"; the best fixed sigma of the sweep is {f(best[0])} (calibrated bpd {f(n.get(best[1], 'calibrated_bpd'))})"
-    short += ". " + (
-        f"Unstable here: {', '.join(unstable)} (diverged runs)."
-        if unstable
-        else "No learned-variance run diverged on this data; a floor of 0 on the heteroscedastic variance is the risky one "
-        "(its density can grow without bound where a pixel never varies)."
-    )
+    short += "."
+    if learned:
+        short += " " + (
+            f"Unstable here: {', '.join(unstable)} (diverged runs)."
+            if unstable
+            else "No learned-variance run diverged on this data; a floor of 0 on the heteroscedastic variance is the risky "
+            "one (its density can grow without bound where a pixel never varies)."
+        )
     return Answer("q3", QUESTIONS["q3"], short, ev, ["sigma_sweep", "training_sigma", "bpd_by_model"])
 
 
