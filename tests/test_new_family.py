@@ -59,3 +59,58 @@ def test_a_family_without_a_docstring_is_listed(capsys):
         del REGISTRY["plain_no_doc"]
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("plain_no_doc")]
     assert len(lines) == 1 and "arenas: continuous" in lines[0]
+
+
+def _typed(study: dict) -> dict:
+    entry = study["arenas"]["continuous"][0]
+    typed = {"family": entry["family"], "power": [int(p) for p in entry["power"]], "squared": True}
+    return {**study, "arenas": {"continuous": [typed]}}
+
+
+def test_integer_and_boolean_parameters_of_a_new_family_read_from_text():
+    """Snakemake's --config passes a family's parameters as text: a new family's integer and
+    boolean parameters get their types, as a float one does, and a value of another type is a
+    user error that names the type."""
+    from vaestudy.likelihoods import build_likelihood
+    from vaestudy.utils import UserError
+
+    class Tempered(Likelihood):
+        """N(x; mu(z), 1) raised to 1/power, optionally squared."""
+
+        name = "tempered_test"
+
+        def __init__(self, num_pixels: int, power: int = 1, squared: bool = False, scale: float = 1.0):
+            super().__init__(num_pixels)
+            self.power, self.squared, self.scale = power, squared, scale
+
+        def distribution(self, o):
+            return Independent(torch.distributions.Normal(o, self.scale), 1)
+
+    try:
+        study = {
+            "seeds": [1],
+            "arenas": {"continuous": [{"family": "tempered_test", "power": ["2", "3"], "squared": "true"}]},
+        }
+        runs = expand_study(study)
+        # named as the values written as numbers and booleans in YAML are
+        assert [r.name for r in runs] == [r.name for r in expand_study(_typed(study))]
+        assert [r.name for r in runs] == [
+            "continuous/tempered_test-p2-squaredTrue/seed1",
+            "continuous/tempered_test-p3-squaredTrue/seed1",
+        ]
+        assert [r.config.params for r in runs] == [
+            {"power": 2, "squared": True, "scale": 1.0},
+            {"power": 3, "squared": True, "scale": 1.0},
+        ]
+        assert isinstance(runs[0].config.params["power"], int)
+        for params, message in [
+            ({"power": "2.5"}, "power must be an integer, got '2.5'"),
+            ({"power": 2.0}, "power must be an integer, got 2.0"),
+            ({"squared": "maybe"}, "squared must be true or false, got 'maybe'"),
+            ({"squared": 1}, "squared must be true or false, got 1"),
+            ({"scale": True}, "scale must be a number, got True"),
+        ]:
+            with pytest.raises(UserError, match=message):
+                build_likelihood("tempered_test", 4, params)
+    finally:
+        del REGISTRY["tempered_test"]

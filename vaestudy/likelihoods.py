@@ -335,20 +335,43 @@ def get_family(name: str) -> type[Likelihood]:
     return REGISTRY[name]
 
 
+def _from_text(text: str, like: object) -> object:
+    """text read as a value of the type of `like` (a float, an int or a bool), or text itself."""
+    if isinstance(like, bool):
+        return {"true": True, "false": False}.get(text.strip().lower(), text)
+    for kind in (int, float):
+        if isinstance(like, kind):
+            try:
+                return kind(text)
+            except ValueError:
+                return text
+    return text
+
+
 def coerce_params(name: str, params: dict) -> dict:
-    """The given parameters with a number written as text made a number where the family's default
-    is one: YAML 1.1 reads 1e-3 as a string, and Snakemake's --config reads every value inside a
-    mapping or a list as one. Other values, and unknown names, are left for check_params."""
+    """The given parameters with a number or a boolean written as text made one where the family's
+    default is one: YAML 1.1 reads 1e-3 as a string, and Snakemake's --config reads every value
+    inside a mapping or a list as one. An integer stands for a float, not the other way round.
+    Other values, and unknown names, are left for check_params."""
     allowed = family_parameters(name)
     coerced = dict(params)
     for key, value in params.items():
-        default = allowed.get(key)
-        if isinstance(value, str) and isinstance(default, float):
-            try:
-                coerced[key] = float(value)
-            except ValueError:
-                pass
+        if isinstance(value, str) and key in allowed:
+            coerced[key] = _from_text(value, allowed[key])
     return coerced
+
+
+def _type_error(default: object, value: object) -> str | None:
+    """What is wrong with value for a parameter whose default is `default` (None if nothing)."""
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(default, int):
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if isinstance(default, float):
+        return None if isinstance(value, int | float) and not isinstance(value, bool) else "a number"
+    if isinstance(default, str):
+        return None if isinstance(value, str) else "a string"
+    return None  # a default of None or another type: the family's constructor checks it
 
 
 def check_params(name: str, params: dict | None = None) -> dict:
@@ -361,11 +384,9 @@ def check_params(name: str, params: dict | None = None) -> dict:
             raise UserError(f"family {name} has no parameter {key!r} (it takes: {known})")
     params = coerce_params(name, params or {})
     for key, value in params.items():
-        default = allowed[key]
-        if isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise UserError(f"family {name}: {key} must be a number, got {value!r}")
-        if isinstance(default, str) and not isinstance(value, str):
-            raise UserError(f"family {name}: {key} must be a string, got {value!r}")
+        wanted = _type_error(allowed[key], value)
+        if wanted:
+            raise UserError(f"family {name}: {key} must be {wanted}, got {value!r}")
     params = {**allowed, **params}
     build_likelihood(name, 1, params, checked=True)
     return params
