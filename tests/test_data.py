@@ -103,6 +103,18 @@ def test_truncated_idx_file_is_a_user_error(mnist_root):
         load_levels("mnist", str(root))
 
 
+def test_a_file_of_another_format_is_named_as_such(mnist_root):
+    """torchvision checks an idx file's header with a bare assert (no message)."""
+    root, _ = mnist_root
+    (root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").write_bytes(b"\x00" * 64)
+    with pytest.raises(UserError) as info:
+        load_levels("mnist", str(root))
+    assert str(info.value) == (
+        f"cannot read mnist under {root}: a file there is truncated, corrupt or not in mnist's format "
+        "(torchvision's AssertionError); delete it and copy it again (or pass --download)"
+    )
+
+
 def test_unknown_data_set_is_a_user_error():
     with pytest.raises(UserError, match="unknown data set 'svhn'"):
         load_levels("svhn")

@@ -93,7 +93,12 @@ def _torchvision(name: str, root: str | None, download: bool) -> Levels:
             ) from None
         raise UserError(f"cannot read {name} under {root}: {first_line(exc)}") from None
     except Exception as exc:  # a corrupt or truncated file in the real on-disk format
-        raise UserError(f"cannot read {name} under {root}: {first_line(exc)}") from None
+        # torchvision's check of a file's header is a bare assert: say what it means
+        detail = first_line(exc) if str(exc).strip() else f"torchvision's {type(exc).__name__}"
+        raise UserError(
+            f"cannot read {name} under {root}: a file there is truncated, corrupt or not in {name}'s format "
+            f"({detail}); delete it and copy it again (or pass --download)"
+        ) from None
 
     def as_tensor(ds) -> torch.Tensor:
         data = torch.as_tensor(ds.data)
