@@ -111,7 +111,7 @@ def test_a_file_of_another_format_is_named_as_such(mnist_root):
         load_levels("mnist", str(root))
     assert str(info.value) == (
         f"cannot read mnist under {root}: a file there is truncated, corrupt or not in mnist's format "
-        "(torchvision's AssertionError); delete it and copy it again (or pass --download)"
+        "(torchvision's AssertionError): delete it, then copy it again or pass --download"
     )
 
 

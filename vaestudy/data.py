@@ -97,7 +97,7 @@ def _torchvision(name: str, root: str | None, download: bool) -> Levels:
         detail = first_line(exc) if str(exc).strip() else f"torchvision's {type(exc).__name__}"
         raise UserError(
             f"cannot read {name} under {root}: a file there is truncated, corrupt or not in {name}'s format "
-            f"({detail}); delete it and copy it again (or pass --download)"
+            f"({detail}): delete it, then copy it again or pass --download"
         ) from None
 
     def as_tensor(ds) -> torch.Tensor:
