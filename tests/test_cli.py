@@ -172,6 +172,11 @@ CASES = {
     "truncated IDX file": (case_truncated_idx, "cannot read mnist under"),
     "pickle with code": (case_checkpoint(pickle.dumps(_Evil())), "not a file that vaestudy writes"),
     "model file garbage": (case_model_file(b"\x00" * 100), "cannot read model file"),
+    "model file of text": (
+        case_model_file(b"junk\n"),
+        "not a file that torch.save writes (neither a zip archive nor a pickle; KeyError",
+    ),
+    "empty model file": (case_model_file(b""), "the file is empty or ends too early"),
     "a configuration's folder for a run": (
         case_config_folder,
         "holding the runs seed1, seed2: pass one of them",

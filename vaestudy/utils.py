@@ -98,6 +98,10 @@ def _load_failure(exc: Exception) -> str:
     keep only its reason."""
     text = str(exc)
     marker = "WeightsUnpickler error:"
+    if isinstance(exc, EOFError):
+        return "the file is empty or ends too early (a truncated copy?)"
+    if isinstance(exc, KeyError):  # the unpickler's lookup of an opcode it does not know
+        return f"not a file that torch.save writes (neither a zip archive nor a pickle; {type(exc).__name__} {text})"
     if marker not in text:
         return first_line(exc)
     reason = next((line.strip() for line in text.split(marker, 1)[1].splitlines() if line.strip()), "")
