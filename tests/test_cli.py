@@ -153,6 +153,8 @@ CASES = {
     ),
     "no data root": (case_train("--dataset", "mnist"), "needs a data root"),
     "latent zero": (case_train("--latent", "0"), "latent must be >= 1"),
+    "infinite learning rate": (case_train("--lr", "inf"), "lr must be a finite number > 0, got inf"),
+    "infinite sigma": (case_train("--param", "sigma=inf"), "sigma must be a finite number, got inf"),
     "epochs not a number": (case_train("--epochs", "ten"), "epochs must be of type int"),
     "batch larger than data": (
         case_train("--batch-size", "5000"),

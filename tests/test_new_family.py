@@ -108,7 +108,7 @@ def test_integer_and_boolean_parameters_of_a_new_family_read_from_text():
             ({"power": 2.0}, "power must be an integer, got 2.0"),
             ({"squared": "maybe"}, "squared must be true or false, got 'maybe'"),
             ({"squared": 1}, "squared must be true or false, got 1"),
-            ({"scale": True}, "scale must be a number, got True"),
+            ({"scale": True}, "scale must be a finite number, got True"),
         ]:
             with pytest.raises(UserError, match=message):
                 build_likelihood("tempered_test", 4, params)

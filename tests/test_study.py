@@ -156,3 +156,5 @@ def test_text_where_the_schema_takes_a_number_is_read_as_one():
         check_schema({"train": {"epochs": "3.5"}}, SCHEMA_FILE)
     with pytest.raises(UserError, match="train.lr: 'fast' is not of type 'number'"):
         check_schema({"train": {"lr": "fast"}}, SCHEMA_FILE)
+    with pytest.raises(UserError, match="train.lr: 'inf' is not of type 'number'"):
+        check_schema({"train": {"lr": "inf"}}, SCHEMA_FILE)

@@ -368,7 +368,8 @@ def _type_error(default: object, value: object) -> str | None:
     if isinstance(default, int):
         return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
     if isinstance(default, float):
-        return None if isinstance(value, int | float) and not isinstance(value, bool) else "a number"
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        return None if number and math.isfinite(value) else "a finite number"
     if isinstance(default, str):
         return None if isinstance(value, str) else "a string"
     return None  # a default of None or another type: the family's constructor checks it

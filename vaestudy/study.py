@@ -8,6 +8,7 @@ sweep (several list values: their product). Run names are readable and stable:
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,12 +45,14 @@ NULLS = ("null", "Null", "NULL", "~")  # YAML's spellings of null
 
 
 def _scalar(text: str) -> Any:
-    """A value written as text: an integer, a float (1e-3 too), true, false or null; else the text."""
+    """A value written as text: an integer, a finite float (1e-3 too), true, false or null; else
+    the text (nan and inf too: no setting takes them)."""
     for parse in (int, float):
         try:
-            return parse(text)
+            value = parse(text)
         except ValueError:
-            pass
+            continue
+        return value if math.isfinite(value) else text
     return {"true": True, "false": False}.get(text.strip().lower(), None if text in NULLS else text)
 
 
