@@ -62,6 +62,26 @@ def case_model_file(content: bytes, k="10"):
     return make
 
 
+def case_model_quality(*args):
+    """vaestudy model with quality settings that cannot work: said before any training."""
+
+    def make(tmp):
+        (tmp / "net.pt").write_bytes(b"not read")
+        out = ["--out", str(tmp / "out" / "seed{seed}"), "--figure", str(tmp / "out" / "seed{seed}.png")]
+        return [
+            "model",
+            *TINY,
+            "--family",
+            "gaussian_fixed",
+            "--feature-net",
+            str(tmp / "net.pt"),
+            *args,
+            *out,
+        ]
+
+    return make
+
+
 def case_config_folder(tmp):
     """`vaestudy model` writes a configuration's seeds into seed1/, seed2/, ... of its folder."""
     for seed in ("seed1", "seed2"):
@@ -153,6 +173,10 @@ CASES = {
     ),
     "no data root": (case_train("--dataset", "mnist"), "needs a data root"),
     "latent zero": (case_train("--latent", "0"), "latent must be >= 1"),
+    "model with quality k not below its samples": (
+        case_model_quality("--samples", "3", "--quality-k", "3"),
+        "quality k (3 nearest neighbours) must be below the images per set (3)",
+    ),
     "infinite learning rate": (case_train("--lr", "inf"), "lr must be a finite number > 0, got inf"),
     "infinite sigma": (case_train("--param", "sigma=inf"), "sigma must be a finite number, got inf"),
     "epochs not a number": (case_train("--epochs", "ten"), "epochs must be of type int"),

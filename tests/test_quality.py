@@ -21,6 +21,7 @@ from vaestudy.quality import (
     train_feature_net,
 )
 from vaestudy.train import load_trained, train
+from vaestudy.utils import UserError
 
 CPU = torch.device("cpu")
 
@@ -114,6 +115,21 @@ def test_a_draw_has_the_mean_and_variance_of_its_family(family, params, outputs)
     torch.testing.assert_close(x.var(0), var, rtol=0.05, atol=1e-4)
     # seeded: the same draw again
     assert torch.equal(draw(dist, seed=3, device=CPU), x)
+
+
+def test_more_neighbours_than_images_per_set_is_a_user_error(tmp_path, digits_net):
+    """precision and recall take each image's k-th nearest other image of its set (of n)."""
+    net, _, data = digits_net
+    n = len(data.test)
+    with pytest.raises(
+        UserError, match=rf"quality k \({n} nearest neighbours\) must be below the images per set \({n}\)"
+    ):
+        anchors(net, data, None, seed=0, k=n)
+    with pytest.raises(
+        UserError, match=r"quality k \(5 nearest neighbours\) must be below the images per set \(5\)"
+    ):
+        anchors(net, data, 5, seed=0, k=5)
+    assert anchors(net, data, 5, seed=0, k=4)["test"]["precision"] >= 0  # k = n - 1 is the largest
 
 
 def test_every_model_gets_both_kinds_of_score(tmp_path, digits_net):

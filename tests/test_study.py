@@ -78,6 +78,10 @@ def _with(arenas=None, **top):
         ),
         (_with(model={"latent": 0}), "latent must be >= 1"),
         (_with(dataset="digits", model={"architecture": "conv"}), "conv needs 28x28 or 32x32"),
+        (
+            _with(quality={"samples": 10, "k": 10}),
+            "quality.k: 10 nearest neighbours must be below quality.samples (10), the images per set",
+        ),
     ],
 )
 def test_bad_studies_name_the_key_and_the_problem(study, message):

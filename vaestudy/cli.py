@@ -167,10 +167,12 @@ def _cmd_model(args: argparse.Namespace) -> None:
     configuration: interpreter start-up and imports are paid once for all its seeds)."""
     import vaestudy.quality  # noqa: F401  (imported before the start-up is logged)
     from vaestudy.evaluate import evaluate
+    from vaestudy.quality import check_neighbours
     from vaestudy.train import load_trained
 
     log_startup()
     require(args.feature_net.is_file(), f"feature network {args.feature_net} not found")
+    check_neighbours(args.quality_k, args.samples)  # before training, where it can be told
     config = run_config_from_args(args)
     seeds = [config.seed] if args.seeds is None else args.seeds
     _check_outputs(*(_seed_path(args.figure, seed) for seed in seeds))

@@ -153,6 +153,14 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: n
     return float(((mu1 - mu2) ** 2).sum() + np.trace(cov1) + np.trace(cov2) - 2 * np.trace(covmean))
 
 
+def check_neighbours(k: int, n: int | None) -> None:
+    """Precision and recall take each image's k-th nearest other image of its set: k < n."""
+    require(
+        n is None or k < n,
+        f"quality k ({k} nearest neighbours) must be below the images per set ({n}): lower k, or raise samples",
+    )
+
+
 def fid(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
     a, b = features_a.double().cpu().numpy(), features_b.double().cpu().numpy()
     return frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
@@ -220,6 +228,7 @@ def anchors(
 ) -> dict[str, dict[str, float]]:
     """Sanity anchors: test images against training images (near 0) and uniform noise (large)."""
     n = min(n or len(data.test), len(data.test), len(data.train_levels))
+    check_neighbours(k, n)
     ref = _reference(net, data, n)
     g = generator(data.device, seed, "anchor-noise")
     noise = torch.rand((n, data.num_pixels), generator=g, device=data.device)
@@ -252,6 +261,7 @@ def score_model(
 ) -> dict[str, Any]:
     """fid_mean, fid_draw, fid_recon, precision_*, recall_*, entropy_* of one trained model."""
     n = min(n or len(data.test), len(data.test), len(data.train_levels))
+    check_neighbours(k, n)
     ref = _reference(net, data, n)
     kinds = sample_kinds(model, data, n, seed)
     metrics: dict[str, Any] = {}

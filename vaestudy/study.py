@@ -166,6 +166,12 @@ def expand_study(study: dict[str, Any]) -> list[Run]:
         f"data_root: data set {dataset} is read by torchvision from a folder: set data_root (and download: true "
         "to fetch it)",
     )
+    quality = study.get("quality") or {}
+    samples, k = quality.get("samples"), quality.get("k", 3)
+    require(
+        samples is None or k < samples,
+        f"quality.k: {k} nearest neighbours must be below quality.samples ({samples}), the images per set",
+    )
     runs: list[Run] = []
     seen: dict[str, str] = {}
     for arena, entries in arenas.items():
