@@ -108,6 +108,7 @@ def test_dry_run_of_every_published_study(tmp_path, study):
         ({"train": {"epochs": 0}}, "epochs"),
         ({"trian": {"epochs": 3}}, "trian"),
         ({"dataset": "svhn"}, "svhn"),
+        ({"device": "tpu"}, "(auto, cpu, cuda or cuda:N;"),
     ],
 )
 def test_a_bad_config_stops_before_any_job_and_names_the_problem(tmp_path, overrides, message):
@@ -116,6 +117,16 @@ def test_a_bad_config_stops_before_any_job_and_names_the_problem(tmp_path, overr
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
     assert not (workdir / "results").exists()
+
+
+@pytest.mark.parametrize("results", ["", " ", "/", "//"])
+def test_a_results_folder_at_the_file_systems_root_is_refused(tmp_path, results):
+    """With results '' or '/', every output path (f"{results}/runs/...") would be at the root:
+    /runs, /data, ... A dry run, so that a regression plans jobs there and writes nothing."""
+    proc = snakemake(make_workdir(tmp_path, results=results), "-n", check=False)
+    assert proc.returncode == 2
+    assert "not empty and not the file system's root /" in proc.stderr
+    assert "/runs/" not in proc.stdout
 
 
 def test_command_line_config_and_1e_3_reach_the_jobs_as_numbers(tmp_path):

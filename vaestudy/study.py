@@ -37,7 +37,13 @@ def check_schema(study: dict[str, Any], schema_path: str | Path) -> dict[str, An
     error = jsonschema.exceptions.best_match(validator.iter_errors(study))
     if error is not None:
         where = ".".join(str(p) for p in error.absolute_path) or "config"
-        raise UserError(f"{where}: {error.message}")
+        # a pattern says little by itself: the key's description says what it asks for
+        why = (
+            f" ({error.schema['description']})"
+            if error.validator == "pattern" and "description" in error.schema
+            else ""
+        )
+        raise UserError(f"{where}: {error.message}{why}")
     return study
 
 
