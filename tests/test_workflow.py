@@ -129,6 +129,17 @@ def test_a_results_folder_at_the_file_systems_root_is_refused(tmp_path, results)
     assert "/runs/" not in proc.stdout
 
 
+@pytest.mark.parametrize("results", ["results/", "./results", "x/../results"])
+def test_other_spellings_of_the_results_folder_name_the_same_files(tmp_path, results):
+    """Snakemake compares paths as text: with results/ the report's output was results//report.md,
+    which never counted as made, so every later run made the report again."""
+    proc = snakemake(make_workdir(tmp_path, results=results), "-n")
+    assert (
+        " results/report.md" in proc.stdout and " results/runs/binary/bernoulli/seed1/model.pt" in proc.stdout
+    )
+    assert "results//" not in proc.stdout and "./results" not in proc.stdout and "x/../" not in proc.stdout
+
+
 def test_command_line_config_and_1e_3_reach_the_jobs_as_numbers(tmp_path):
     """Snakemake's --config reads every value inside a mapping or a list as a string, and YAML 1.1
     reads 1e-3 as one: both reach the jobs as the numbers they spell (the schema would reject

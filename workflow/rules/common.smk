@@ -14,7 +14,9 @@ except UserError as error:
     sys.stderr.write(f"vaestudy: config error: {error}\n")
     sys.exit(2)
 
-RESULTS = config["results"]
+# one spelling of the folder (results/, ./results and results name the same files): Snakemake
+# compares paths as text, so results/ gave outputs results//report.md that never counted as made
+RESULTS = os.path.normpath(config["results"])
 # every vaestudy command logs its process start-up (interpreter and imports): `vaestudy bench --pipeline`
 os.environ[STARTUP_ENV] = "1"  # VAESTUDY_LOG_STARTUP, set here for the jobs, not asked of the user
 RUN_NAMES = list(RUNS)
