@@ -115,7 +115,8 @@ def load_checkpoint(path: Path, config: RunConfig) -> dict[str, Any]:
     require(
         not differ,
         f"checkpoint {path} belongs to another configuration "
-        f"(differs in: {', '.join(differ)}); use another --out or delete it",
+        f"(differs in: {', '.join(differ)}); use another --out (a study: another results folder) or "
+        "delete the run",
     )
     return state
 
