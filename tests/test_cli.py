@@ -5,7 +5,9 @@ import os
 import pickle
 import shutil
 import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -435,3 +437,17 @@ def test_vaestudy_model_seed_errors_are_one_line(tmp_path, capsys, feature_net, 
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_output_to_a_reader_that_has_gone_ends_quietly():
+    """`vaestudy study ... | head -1`: the reader closes the pipe before the output is written.
+    The command stops as one killed by SIGPIPE does (status 141), with nothing on stderr (it
+    said 'vaestudy: error: cannot write or read: Broken pipe')."""
+    study = Path(__file__).resolve().parents[1] / "config.yaml"  # the default study: 45 runs, a line each
+    vaestudy = str(Path(sys.executable).parent / "vaestudy")
+    proc = subprocess.Popen(
+        [vaestudy, "study", "--config", str(study)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    proc.stdout.close()  # gone before the child, still importing, writes anything
+    _, err = proc.communicate(timeout=120)
+    assert (proc.returncode, err) == (141, b"")

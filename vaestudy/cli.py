@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -681,6 +682,12 @@ def main(argv: list[str] | None = None) -> int:
 
             torch.set_num_threads(args.threads)
         args.func(args)
+        sys.stdout.flush()  # here, so that a reader that has gone (| head) is met below
+    except BrokenPipeError:
+        # the reader of our output has gone (vaestudy study ... | head): stop quietly, as a
+        # command killed by SIGPIPE does, with the rest of the output sent nowhere
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE
     except UserError as exc:
         print(f"vaestudy: error: {exc}", file=sys.stderr)
         return 2
