@@ -17,6 +17,7 @@ from vaestudy.config import RunConfig
 from vaestudy.evaluate import evaluate
 from vaestudy.likelihoods import REGISTRY
 from vaestudy.train import CHECKPOINT, HISTORY, MODEL, train
+from vaestudy.utils import UserError
 
 SMALL = dict(epochs=3, hidden=[32], latent=4, batch_size=64, device="cpu", max_train=300, max_test=60)
 
@@ -48,6 +49,19 @@ def test_resume_from_a_checkpoint_ends_with_identical_weights_and_history(tmp_pa
     train(RunConfig(family="gaussian_optimal", **dict(base, epochs=3)), tmp_path / "parts", progress=False)
     train(RunConfig(family="gaussian_optimal", **base), tmp_path / "parts", progress=False)
     _assert_same_run(tmp_path / "whole", tmp_path / "parts")
+
+
+def test_a_run_is_never_cut_back_to_fewer_epochs(tmp_path):
+    """Asked for fewer epochs than a run has trained, training stops with a user error and leaves
+    the run as it was (it kept the longer model and said 'ok after 4 epochs')."""
+    base = dict(SMALL, epochs=4, checkpoint_every=2)
+    train(RunConfig(family="gaussian_fixed", **base), tmp_path / "run", progress=False)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+    with pytest.raises(UserError, match="has trained 4 epochs, more than the 2 asked for"):
+        train(RunConfig(family="gaussian_fixed", **dict(base, epochs=2)), tmp_path / "run", progress=False)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
+    # the same epochs again: nothing to train, the run as it was
+    assert train(RunConfig(family="gaussian_fixed", **base), tmp_path / "run", progress=False)["epochs"] == 4
 
 
 def _cli(*args):

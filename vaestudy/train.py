@@ -504,6 +504,12 @@ def _train(config: RunConfig, out: Path, progress: bool | None) -> dict[str, Any
             ) from None
         history, start_epoch = list(state["history"]), int(state["epoch"])
         status, diverged_epoch = state["status"], state["diverged_epoch"]
+        # a run is never cut back: its model would be that of more epochs than its settings say
+        require(
+            start_epoch <= config.epochs,
+            f"run {out} has trained {start_epoch} epochs, more than the {config.epochs} asked for; use another "
+            "--out (a study: another results folder) or delete the run",
+        )
         print(f"resuming {out} from epoch {start_epoch}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
 
