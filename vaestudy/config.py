@@ -13,7 +13,7 @@ import yaml
 from vaestudy.data import ARENAS, check_dataset
 from vaestudy.likelihoods import check_params, get_family
 from vaestudy.model import ACTIVATIONS, ARCHITECTURES
-from vaestudy.utils import UserError, require
+from vaestudy.utils import UserError, float_or_text, is_json_type, require
 
 # how the training step runs (vaestudy.train.TrainStep)
 COMPILE_CHOICES = ("auto", "graph", "always", "never")
@@ -62,7 +62,7 @@ class RunConfig:
         for key, value in values.items():
             require(key in known, f"{source}: unknown setting {key!r}")
             if known[key].type.startswith("float") and isinstance(value, str):
-                values[key] = value = _float_or_text(value)  # YAML 1.1 reads 1e-3 as a string
+                values[key] = value = float_or_text(value)  # YAML 1.1 reads 1e-3 as a string
             _check_type(key, value, known[key].type, source)
         config = cls(**values)
         if isinstance(config.hidden, int):
@@ -134,13 +134,6 @@ class RunConfig:
         return self
 
 
-def _float_or_text(text: str) -> float | str:
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
 def _check_type(key: str, value: Any, annotation: str, source: str) -> None:
     """Check a YAML value against the field's annotation (a string under postponed evaluation)."""
     if value is None:
@@ -148,13 +141,13 @@ def _check_type(key: str, value: Any, annotation: str, source: str) -> None:
         return
     base = annotation.split("|")[0].strip()
     ok = {
-        "str": isinstance(value, str),
-        "bool": isinstance(value, bool),
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, int | float) and not isinstance(value, bool),
+        "str": is_json_type(value, "string"),
+        "bool": is_json_type(value, "boolean"),
+        "int": is_json_type(value, "integer"),
+        "float": is_json_type(value, "number"),
         "dict[str, Any]": isinstance(value, dict),
-        "list[int]": (isinstance(value, int) and not isinstance(value, bool))
-        or (isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)),
+        "list[int]": is_json_type(value, "integer")
+        or (isinstance(value, list) and all(is_json_type(v, "integer") for v in value)),
     }[base]
     kind = {"dict[str, Any]": "a mapping", "list[int]": "a list of integers"}.get(base, f"of type {base}")
     require(ok, f"{source}: {key} must be {kind}, got {value!r}")

@@ -28,7 +28,7 @@ from torch.distributions import (
 )
 from torch.nn import functional as F
 
-from vaestudy.utils import UserError
+from vaestudy.utils import UserError, float_or_text, is_json_type
 
 REGISTRY: dict[str, type[Likelihood]] = {}
 
@@ -335,17 +335,33 @@ def get_family(name: str) -> type[Likelihood]:
     return REGISTRY[name]
 
 
+# a parameter's type, from its default's (bool before int: a bool is an int to Python), as the
+# JSON type that utils.is_json_type checks, and what a value of it must be
+PARAMETER_TYPES = (
+    (bool, "boolean", "true or false"),
+    (int, "integer", "an integer"),
+    (float, "number", "a finite number"),
+    (str, "string", "a string"),
+)
+
+
+def _parameter_type(default: object) -> tuple[str, str] | None:
+    """(JSON type, what a value must be) of a parameter with this default; None where the
+    default is None or another type (the family's constructor checks such a value)."""
+    return next(((name, must) for kind, name, must in PARAMETER_TYPES if isinstance(default, kind)), None)
+
+
 def _from_text(text: str, like: object) -> object:
     """text read as a value of the type of `like` (a float, an int or a bool), or text itself."""
-    if isinstance(like, bool):
+    name, _ = _parameter_type(like) or (None, None)
+    if name == "boolean":
         return {"true": True, "false": False}.get(text.strip().lower(), text)
-    for kind in (int, float):
-        if isinstance(like, kind):
-            try:
-                return kind(text)
-            except ValueError:
-                return text
-    return text
+    if name == "integer":
+        try:
+            return int(text)
+        except ValueError:
+            return text
+    return float_or_text(text) if name == "number" else text
 
 
 def coerce_params(name: str, params: dict) -> dict:
@@ -362,17 +378,14 @@ def coerce_params(name: str, params: dict) -> dict:
 
 
 def _type_error(default: object, value: object) -> str | None:
-    """What is wrong with value for a parameter whose default is `default` (None if nothing)."""
-    if isinstance(default, bool):
-        return None if isinstance(value, bool) else "true or false"
-    if isinstance(default, int):
-        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
-    if isinstance(default, float):
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        return None if number and math.isfinite(value) else "a finite number"
-    if isinstance(default, str):
-        return None if isinstance(value, str) else "a string"
-    return None  # a default of None or another type: the family's constructor checks it
+    """What is wrong with value for a parameter whose default is `default` (None if nothing):
+    a value of its type, and a number finite."""
+    kind = _parameter_type(default)
+    if kind is None:
+        return None
+    name, must = kind
+    fits = is_json_type(value, name) and (name != "number" or math.isfinite(value))
+    return None if fits else must
 
 
 def check_params(name: str, params: dict | None = None) -> dict:

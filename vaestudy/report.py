@@ -187,21 +187,21 @@ def answer_q3(n: Numbers) -> Answer:
         if sweep
         else None
     )
-    ev, landed = [], []
-    learned = [c for family in LEARNED_VARIANCE for c in n.configs(family)]
-    for family in LEARNED_VARIANCE:
-        for config in n.configs(family):
-            sigma, bpd = n.get(config, "sigma"), n.get(config, "calibrated_bpd")
-            div, seeds = n.diverged(config), n.seeds(config)
-            where = f"sigma {f(sigma)}" if math.isfinite(sigma) else "sigma(z) per pixel"
-            ev.append(
-                f"`{config}`: {where}, calibrated bpd {f(bpd)}, own bpd {f(n.get(config, 'bpd'))}, rate {f(n.get(config, 'rate'))}, "
-                f"{'diverged in ' + str(div) + ' of ' + str(seeds) + ' seeds' if div else 'no divergence'}, "
-                f"std of ll_iwae over seeds {f(float(n.summary[(n.summary.config == config) & (n.summary.metric == 'll_iwae')]['std'].max()))}"
-            )
-            if math.isfinite(sigma):
-                landed.append(f"{family.removeprefix('gaussian_')} at {f(sigma)}")
-    unstable = [c for c in learned if n.diverged(c)]
+    ev, landed, unstable = [], [], []
+    learned = [(family, config) for family in LEARNED_VARIANCE for config in n.configs(family)]
+    for family, config in learned:
+        sigma, bpd = n.get(config, "sigma"), n.get(config, "calibrated_bpd")
+        div, seeds = n.diverged(config), n.seeds(config)
+        where = f"sigma {f(sigma)}" if math.isfinite(sigma) else "sigma(z) per pixel"
+        ev.append(
+            f"`{config}`: {where}, calibrated bpd {f(bpd)}, own bpd {f(n.get(config, 'bpd'))}, rate {f(n.get(config, 'rate'))}, "
+            f"{'diverged in ' + str(div) + ' of ' + str(seeds) + ' seeds' if div else 'no divergence'}, "
+            f"std of ll_iwae over seeds {f(float(n.summary[(n.summary.config == config) & (n.summary.metric == 'll_iwae')]['std'].max()))}"
+        )
+        if math.isfinite(sigma):
+            landed.append(f"{family.removeprefix('gaussian_')} at {f(sigma)}")
+        if div:
+            unstable.append(config)
     if not learned:
         short = f"No configuration with a learned variance ({', '.join(LEARNED_VARIANCE)}) ran, so this run cannot answer it"
     elif landed:

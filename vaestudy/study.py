@@ -17,7 +17,7 @@ from typing import Any
 from vaestudy.config import RunConfig
 from vaestudy.data import DATASETS
 from vaestudy.likelihoods import coerce_params, family_parameters, get_family
-from vaestudy.utils import UserError, require
+from vaestudy.utils import UserError, is_json_type, require
 
 NAME_PART = re.compile(r"^[A-Za-z0-9_.\-]+$")  # one path component: no '/', so no '..' escape
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
@@ -62,16 +62,6 @@ def _scalar(text: str) -> Any:
     return {"true": True, "false": False}.get(text.strip().lower(), None if text in NULLS else text)
 
 
-def _is_type(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return name == "boolean"
-    return {
-        "integer": isinstance(value, int),
-        "number": isinstance(value, int | float),
-        "null": value is None,
-    }.get(name, False)
-
-
 def coerce_to_schema(value: Any, schema: dict[str, Any], root: dict[str, Any] | None = None) -> Any:
     """value (a study, or a part of it under `schema`) with every string that stands where the
     schema takes no string, and reads as a value of a type it takes, made that value: `lr: 1e-3`
@@ -87,7 +77,7 @@ def coerce_to_schema(value: Any, schema: dict[str, Any], root: dict[str, Any] | 
     if isinstance(value, str):
         if "string" not in types:
             parsed = _scalar(value)
-            return parsed if any(_is_type(parsed, t) for t in types) else value
+            return parsed if any(is_json_type(parsed, t) for t in types) else value
         return None if "null" in types and value in NULLS else value
     if isinstance(value, dict):
         properties = schema.get("properties", {})

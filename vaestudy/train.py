@@ -104,7 +104,8 @@ def validation_elbo(model: VAE, x: torch.Tensor, g: torch.Generator, batch_size:
 
 
 def load_checkpoint(path: Path, config: RunConfig) -> dict[str, Any]:
-    """Load a checkpoint and check that it belongs to this configuration."""
+    """Load a checkpoint and check that it belongs to this configuration and has trained no more
+    epochs than it asks for."""
     state = torch_load(path, "checkpoint")
     require(
         isinstance(state, dict) and "config" in state and "model" in state,
@@ -117,6 +118,12 @@ def load_checkpoint(path: Path, config: RunConfig) -> dict[str, Any]:
         f"checkpoint {path} belongs to another configuration "
         f"(differs in: {', '.join(differ)}); use another --out (a study: another results folder) or "
         "delete the run",
+    )
+    # nor is a run cut back: its model would be that of more epochs than its settings say
+    require(
+        int(state["epoch"]) <= config.epochs,
+        f"run {path.parent} has trained {int(state['epoch'])} epochs, more than the {config.epochs} asked for; "
+        "use another --out (a study: another results folder) or delete the run",
     )
     return state
 
@@ -504,12 +511,6 @@ def _train(config: RunConfig, out: Path, progress: bool | None) -> dict[str, Any
             ) from None
         history, start_epoch = list(state["history"]), int(state["epoch"])
         status, diverged_epoch = state["status"], state["diverged_epoch"]
-        # a run is never cut back: its model would be that of more epochs than its settings say
-        require(
-            start_epoch <= config.epochs,
-            f"run {out} has trained {start_epoch} epochs, more than the {config.epochs} asked for; use another "
-            "--out (a study: another results folder) or delete the run",
-        )
         print(f"resuming {out} from epoch {start_epoch}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
 
