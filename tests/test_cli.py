@@ -316,6 +316,30 @@ def test_outputs_that_cannot_be_written_are_said_before_the_work(tmp_path, monke
     assert _listing(tmp_path) == before
 
 
+# command line whose output file is an existing folder, and the work it must not start
+OUTPUT_IS_A_FOLDER = {
+    "evaluate": (["evaluate", "--run", "run", "--out", "folder"], "vaestudy.evaluate.evaluate"),
+    "bench": (["bench", "--device", "cpu", "--out", "folder"], "vaestudy.bench.run_bench"),
+    "prepare": (["prepare", "--out", "folder"], "vaestudy.data.load_levels"),
+    "collect": (
+        ["collect", "m.json", "--metrics-csv", "folder", "--summary-csv", "s.csv"],
+        "vaestudy.tables.write_tables",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", OUTPUT_IS_A_FOLDER)
+def test_an_output_file_that_is_a_folder_is_said_before_the_work(tmp_path, monkeypatch, capsys, command):
+    """Not after the work, and naming the output rather than the temporary file beside it."""
+    args, work = OUTPUT_IS_A_FOLDER[command]
+    (tmp_path / "folder").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(work, lambda *a, **k: pytest.fail(f"{work} ran"))
+    assert main(args) == 2
+    assert capsys.readouterr().err == "vaestudy: error: cannot write folder: it is a folder, not a file\n"
+    assert _listing(tmp_path) == ["folder"]
+
+
 def test_a_checkpoint_of_another_configuration_is_refused(tmp_path, capsys, trained):
     out = tmp_path / "out"
     shutil.copytree(trained, out)

@@ -112,6 +112,14 @@ def test_an_interrupted_write_leaves_no_truncated_file(tmp_path, monkeypatch, ex
         assert target.read_bytes() == b"the old, complete file"
 
 
+def test_a_write_onto_a_folder_names_the_folder_and_leaves_nothing(tmp_path):
+    (tmp_path / "out").mkdir()
+    with pytest.raises(IsADirectoryError) as raised:
+        atomic_write_bytes(tmp_path / "out", b"x")
+    assert raised.value.filename == str(tmp_path / "out")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"] and not any((tmp_path / "out").iterdir())
+
+
 def test_a_full_disk_is_one_line_and_leaves_no_partial_output(tmp_path, monkeypatch, capsys):
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -139,6 +139,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from vaestudy.evaluate import evaluate
 
     log_startup()
+    _check_outputs(args.out)
     evaluate(
         args.run,
         args.out,
@@ -156,6 +157,7 @@ def _check_outputs(*files: Path | None) -> None:
     so that a command does not fail after minutes of work, or with some of its files written."""
     for path in files:
         if path is not None:
+            require(not Path(path).is_dir(), f"cannot write {path}: it is a folder, not a file")
             check_output_folder(Path(path).parent)
 
 

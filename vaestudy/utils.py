@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import math
@@ -59,6 +60,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     A reader never sees a truncated file under the final name, whatever interrupts the write.
     """
     path = Path(path)
+    if path.is_dir():  # else the rename fails, naming the temporary file rather than path
+        raise IsADirectoryError(errno.EISDIR, "it is a folder, not a file", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
