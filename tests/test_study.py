@@ -66,6 +66,25 @@ def _with(arenas=None, **top):
             "arenas.continuous[1]: run continuous/mse is listed twice (also at arenas.continuous[0])",
         ),
         (_with({"continuous": [{"family": "gaussian_fixed", "sigma": [0.1, 0.1]}]}), "listed twice"),
+        (
+            # the default sigma is 0.1: one model under two names
+            _with(
+                {
+                    "continuous": [
+                        {"family": "gaussian_fixed"},
+                        {"family": "gaussian_fixed", "sigma": [0.3, 0.1]},
+                    ]
+                }
+            ),
+            "arenas.continuous[1]: run continuous/gaussian_fixed-s0.1 is the same model as "
+            "continuous/gaussian_fixed at arenas.continuous[0]",
+        ),
+        (
+            _with(
+                {"continuous": [{"family": "gaussian_shared", "init": 1.0}, {"family": "gaussian_shared"}]}
+            ),
+            "run continuous/gaussian_shared is the same model as continuous/gaussian_shared-i1",
+        ),
         (_with({"binary": [], "continuous": []}), "the grid is empty"),
         (_with({"continuous": [{"family": "gaussian_shared", "floor": -0.5}]}), "floor must be >= 0"),
         (_with({"continuous": [{"family": "bernoulli", "sigma": 0.1}]}), "has no parameter 'sigma'"),

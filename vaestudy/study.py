@@ -16,7 +16,7 @@ from typing import Any
 
 from vaestudy.config import RunConfig
 from vaestudy.data import DATASETS
-from vaestudy.likelihoods import coerce_params, family_parameters, get_family
+from vaestudy.likelihoods import check_params, coerce_params, family_parameters, get_family
 from vaestudy.utils import UserError, is_json_type, require
 
 NAME_PART = re.compile(r"^[A-Za-z0-9_.\-]+$")  # one path component: no '/', so no '..' escape
@@ -170,6 +170,9 @@ def expand_study(study: dict[str, Any]) -> list[Run]:
     )
     runs: list[Run] = []
     seen: dict[str, str] = {}
+    # a model is its arena, family and parameters with the defaults filled in: gaussian_fixed with
+    # no sigma is gaussian_fixed-s0.1 under another name
+    models: dict[tuple, str] = {}
     for arena, entries in arenas.items():
         require(
             arena in ("binary", "continuous"), f"arenas.{arena}: unknown arena (known: binary, continuous)"
@@ -187,7 +190,18 @@ def expand_study(study: dict[str, Any]) -> list[Run]:
                     f"{where}: run name {config_name!r} has characters outside [A-Za-z0-9_.-] (or starts with "
                     "'.'): a run must stay inside the results folder",
                 )
+                model_key = (
+                    arena,
+                    entry["family"],
+                    tuple(sorted(check_params(entry["family"], params).items())),
+                )
+                require(
+                    model_key not in models,
+                    f"{where}: run {config_name} is the same model as {models.get(model_key)} (the same family "
+                    "and parameters once the defaults are filled in): list it once",
+                )
                 seen[config_name] = where
+                models[model_key] = f"{config_name} at {where}"
                 for seed in seeds:
                     values = {
                         "dataset": study.get("dataset", "digits"),
