@@ -235,6 +235,53 @@ def test_q3_says_what_the_run_cannot_answer():
     assert "lands" not in short
 
 
+def _diverged(metrics: pd.DataFrame, *configs: str) -> pd.DataFrame:
+    """metrics with every seed of these configurations (all where none is named) diverged."""
+    metrics = metrics.copy()
+    hit = metrics.config.isin(configs) if configs else metrics.family != "anchor"
+    metrics.loc[hit, "status"], metrics.loc[hit, "diverged_epoch"] = "diverged", 1
+    return metrics
+
+
+def test_a_study_whose_every_run_diverged_claims_nothing():
+    """No answer draws a conclusion from numbers that are not there ('the rate stays from n/a to
+    n/a', 'a small difference', 'the variance learned is sigma(z) per pixel' of a shared sigma)."""
+    ans = {a.key: a for a in answers(summarise(_diverged(synthetic_metrics())))}
+    assert (
+        ans["q1"].short
+        == "Every `mse` configuration diverged in all its seeds, so this run cannot answer it."
+    )
+    assert ans["q2"].short.startswith("Fewer than two fixed sigmas have numbers")
+    assert ans["q3"].short.startswith("Every learned-variance configuration diverged in all its seeds")
+    assert ans["q4"].short == (
+        "`continuous/bernoulli` and `continuous/continuous_bernoulli` diverged in all their seeds, so this run "
+        "cannot compare the two."
+    )
+    assert ans["q5"].short == "Every model diverged in all its seeds: no samples to score."
+    for a in ans.values():
+        assert "n/a" not in a.short + " ".join(a.evidence), a.key
+    assert "`continuous/gaussian_shared-f0.001`: diverged in all 3 seeds, no numbers" in ans["q3"].evidence
+
+
+def test_a_configuration_whose_every_seed_diverged_is_left_out_of_the_answers():
+    lost = ("continuous/gaussian_fixed-s0.01", "continuous/gaussian_shared-f0.001", "continuous/mse-mean")
+    summary = summarise(_diverged(synthetic_metrics(), *lost))
+    ans = {a.key: a for a in answers(summary)}
+    rate = summary[summary.metric == "rate"].set_index("config")["mean"]
+    low, high = f(rate["continuous/gaussian_fixed-s0.1"]), f(rate["continuous/gaussian_fixed-s1"])
+    assert ans["q2"].short.startswith(f"From sigma 0.1 to 1 the rate falls from {low} to {high} nats")
+    assert ans["q2"].evidence[-1] == "`continuous/gaussian_fixed-s0.01`: diverged in all 3 seeds, no numbers"
+    assert ans["q3"].short.startswith(
+        "Learning sigma lands optimal at 0.11;"
+    )  # not shared, which has no sigma
+    assert "continuous/gaussian_shared-f0.001" in ans["q3"].short.split("Unstable here: ")[1]
+    assert "mse-mean" not in ans["q1"].short and "`continuous/mse-sum` minimised" in ans["q1"].short
+    assert "`continuous/mse-mean`: diverged in all 3 seeds, no numbers" in ans["q1"].evidence
+    assert "`continuous/mse-mean`: diverged in all 3 seeds, no numbers" in ans["q5"].evidence
+    for a in ans.values():
+        assert "n/a" not in a.short, a.key
+
+
 def test_a_study_of_the_binary_arena_alone_gives_every_figure_and_answer(tmp_path, recwarn):
     metrics = synthetic_metrics()
     metrics = metrics[metrics.arena == "binary"]

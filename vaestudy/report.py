@@ -66,6 +66,16 @@ class Numbers:
         rows = self.summary[self.summary.config == config]
         return int((rows.n + rows.n_diverged).max()) if len(rows) else 0
 
+    def scored(self, config: str) -> bool:
+        """Whether the configuration has numbers: at least one seed did not diverge."""
+        rows = self.summary[self.summary.config == config]
+        return bool(len(rows)) and int(rows.n.max()) > 0
+
+    def lost(self, config: str) -> str:
+        """The evidence line of a configuration without numbers."""
+        seeds = self.seeds(config)
+        return f"`{config}`: diverged in {'its one seed' if seeds == 1 else f'all {seeds} seeds'}, no numbers"
+
 
 def f(x: float, digits: int = 3) -> str:
     if x is None or not math.isfinite(x):
@@ -73,16 +83,26 @@ def f(x: float, digits: int = 3) -> str:
     return f"{x:.{digits}g}" if abs(x) < 1e4 else f"{x:.3e}"
 
 
-def _sweep(n: Numbers) -> list[tuple[float, str]]:
+def _sweep(n: Numbers, scored: bool = True) -> list[tuple[float, str]]:
+    """(sigma, config) of the fixed-sigma sweep: the configurations with numbers (scored=True), or
+    those whose every seed diverged (scored=False)."""
     s = n.summary[(n.summary.family == "gaussian_fixed") & (n.summary.arena == "continuous")]
-    return sorted({(float(r.sigma), r.config) for r in s.itertuples()})
+    return sorted({(float(r.sigma), r.config) for r in s.itertuples() if n.scored(r.config) == scored})
+
+
+def _best(n: Numbers, candidates: list[tuple[float, str]], metric: str) -> tuple[float, str] | None:
+    """The (sigma, config) of the lowest finite metric, None if none has it."""
+    finite = [sc for sc in candidates if math.isfinite(n.get(sc[1], metric))]
+    return min(finite, key=lambda sc: n.get(sc[1], metric)) if finite else None
 
 
 def answer_q1(n: Numbers) -> Answer:
     ev, short = [], "No configuration with `mse` ran, so this run cannot answer it."
     sweep = _sweep(n)
-    d = n.get(next(iter(n.configs("mse")), ""), "num_pixels")
-    for config in n.configs("mse"):
+    mse = [c for c in n.configs("mse") if n.scored(c)]
+    d = n.get(next(iter(mse), ""), "num_pixels")
+    ev += [n.lost(c) for c in n.configs("mse") if not n.scored(c)]
+    for config in mse:
         loss, elbo = n.get(config, "loss"), n.get(config, "elbo")
         sigma, rate, au = n.get(config, "sigma"), n.get(config, "rate"), n.get(config, "active_units")
         reduction = "sum" if config.endswith("sum") else "mean"
@@ -100,9 +120,12 @@ def answer_q1(n: Numbers) -> Answer:
                 for s, c in sweep
             )
         )
-    if n.configs("mse"):
+    ev += [n.lost(c) for _, c in _sweep(n, scored=False)]
+    if n.configs("mse") and not mse:
+        short = "Every `mse` configuration diverged in all its seeds, so this run cannot answer it."
+    if mse:
         parts = []
-        for config in n.configs("mse"):
+        for config in mse:
             loss, elbo, sigma = n.get(config, "loss"), n.get(config, "elbo"), n.get(config, "sigma")
             part = (
                 f"`{config}` minimised a loss of {f(loss, 5)} nats; the Gaussian with sigma {f(sigma)} it implies has "
@@ -129,27 +152,17 @@ def answer_q1(n: Numbers) -> Answer:
 
 
 def answer_q2(n: Numbers) -> Answer:
-    sweep = _sweep(n)
+    sweep, lost = _sweep(n), [n.lost(c) for _, c in _sweep(n, scored=False)]
     if len(sweep) < 2:
-        return Answer(
-            "q2",
-            QUESTIONS["q2"],
-            "The config has fewer than two fixed sigmas: no sweep to read.",
-            [],
-            ["sigma_sweep"],
+        short = (
+            "The config has fewer than two fixed sigmas: no sweep to read."
+            if not lost
+            else "Fewer than two fixed sigmas have numbers (the rest diverged in all their seeds): no sweep to read."
         )
+        return Answer("q2", QUESTIONS["q2"], short, lost, ["sigma_sweep"])
     lo, hi = sweep[0], sweep[-1]
     metric = lambda c, m: n.get(c, m)  # noqa: E731
-    best_bpd = min(
-        sweep,
-        key=lambda sc: (
-            metric(sc[1], "calibrated_bpd") if math.isfinite(metric(sc[1], "calibrated_bpd")) else math.inf
-        ),
-    )
-    best_fid = min(
-        sweep,
-        key=lambda sc: metric(sc[1], "fid_mean") if math.isfinite(metric(sc[1], "fid_mean")) else math.inf,
-    )
+    best_bpd, best_fid = _best(n, sweep, "calibrated_bpd"), _best(n, sweep, "fid_mean")
 
     def moves(m: str, plural: bool = False) -> str:
         a, b = metric(lo[1], m), metric(hi[1], m)
@@ -157,18 +170,25 @@ def answer_q2(n: Numbers) -> Answer:
         return f"{verb} from {f(a)} to {f(b)}"
 
     beta_like = metric(hi[1], "rate") < metric(lo[1], "rate") and metric(hi[1], "mse") > metric(lo[1], "mse")
+    best = []  # only where some sigma has the number (a study without sample quality has no FID)
+    if best_bpd:
+        best.append(
+            f"the best calibrated bits/dim is at sigma {f(best_bpd[0])} ({f(metric(best_bpd[1], 'calibrated_bpd'))})"
+        )
+    if best_fid:
+        best.append(f"decoder means look most like the data (lowest FID) at sigma {f(best_fid[0])}")
+    best_text = "; ".join(best)
     short = (
         f"From sigma {f(lo[0])} to {f(hi[0])} the rate {moves('rate')} nats, the MSE of the decoder mean "
         f"{moves('mse')} and the active units {moves('active_units', plural=True)}"
-        + (": 2 sigma^2 acts as the beta of a beta-VAE. " if beta_like else ". ")
-        + f"The best calibrated bits/dim is at sigma {f(best_bpd[0])} ({f(metric(best_bpd[1], 'calibrated_bpd'))}); "
-        f"decoder means look most like the data (lowest FID) at sigma {f(best_fid[0])}."
+        + (": 2 sigma^2 acts as the beta of a beta-VAE." if beta_like else ".")
+        + (f" {best_text[0].upper()}{best_text[1:]}." if best else "")
     )
     ev = [
         f"sigma {f(s)}: rate {f(metric(c, 'rate'))}, MSE {f(metric(c, 'mse'))}, active units {f(metric(c, 'active_units'))}, "
         f"calibrated bpd {f(metric(c, 'calibrated_bpd'))}, FID means {f(metric(c, 'fid_mean'))}, FID draws {f(metric(c, 'fid_draw'))}"
         for s, c in sweep
-    ]
+    ] + lost
     return Answer("q2", QUESTIONS["q2"], short, ev, ["sigma_sweep", "active_units", "rate_distortion"])
 
 
@@ -176,20 +196,14 @@ LEARNED_VARIANCE = ("gaussian_shared", "gaussian_pixel", "gaussian_optimal", "ga
 
 
 def answer_q3(n: Numbers) -> Answer:
-    sweep = _sweep(n)
-    best = (
-        min(
-            sweep,
-            key=lambda sc: (
-                n.get(sc[1], "calibrated_bpd") if math.isfinite(n.get(sc[1], "calibrated_bpd")) else math.inf
-            ),
-        )
-        if sweep
-        else None
-    )
+    best = _best(n, _sweep(n), "calibrated_bpd")
     ev, landed, unstable = [], [], []
     learned = [(family, config) for family in LEARNED_VARIANCE for config in n.configs(family)]
     for family, config in learned:
+        if not n.scored(config):
+            ev.append(n.lost(config))
+            unstable.append(config)
+            continue
         sigma, bpd = n.get(config, "sigma"), n.get(config, "calibrated_bpd")
         div, seeds = n.diverged(config), n.seeds(config)
         where = f"sigma {f(sigma)}" if math.isfinite(sigma) else "sigma(z) per pixel"
@@ -206,8 +220,12 @@ def answer_q3(n: Numbers) -> Answer:
         short = f"No configuration with a learned variance ({', '.join(LEARNED_VARIANCE)}) ran, so this run cannot answer it"
     elif landed:
         short = "Learning sigma lands " + ", ".join(landed)
-    else:
+    elif any(n.scored(config) for _, config in learned):
         short = "The variance learned here is sigma(z) per pixel, no single sigma to set beside the sweep"
+    else:
+        short = (
+            "Every learned-variance configuration diverged in all its seeds: no sigma to set beside the sweep"
+        )
     if best:
         short += f"; the best fixed sigma of the sweep is {f(best[0])} (calibrated bpd {f(n.get(best[1], 'calibrated_bpd'))})"
     short += "."
@@ -229,6 +247,16 @@ def answer_q4(n: Numbers) -> Answer:
             QUESTIONS["q4"],
             "This run lacks the Bernoulli or the continuous Bernoulli on grey levels.",
             [],
+            ["bpd_by_model"],
+        )
+    lost = [c for c in (b, cb) if not n.scored(c)]
+    if lost:
+        return Answer(
+            "q4",
+            QUESTIONS["q4"],
+            " and ".join(f"`{c}`" for c in lost)
+            + f" diverged in all {'its' if len(lost) == 1 else 'their'} seeds, so this run cannot compare the two.",
+            [n.lost(c) for c in lost],
             ["bpd_by_model"],
         )
     gap = n.get(cb, "elbo") - n.get(b, "elbo")
@@ -276,8 +304,15 @@ def answer_q5(n: Numbers) -> Answer:
             c = f"{arena}/anchor-{kind}"
             if n.has(c):
                 ev.append(f"anchor `{c}`: FID {f(n.get(c, 'fid'))}")
+    lost = [c for c in models if not n.scored(c)]
+    ev = [n.lost(c) for c in lost] + ev
     if not rows:
-        return Answer("q5", QUESTIONS["q5"], "No sample-quality scores in this run.", ev, ["sample_quality"])
+        short = (
+            "Every model diverged in all its seeds: no samples to score."
+            if models and len(lost) == len(models)
+            else "No sample-quality scores in this run."
+        )
+        return Answer("q5", QUESTIONS["q5"], short, ev, ["sample_quality"])
     worse = [c for c, m, d in rows if d > m]
     better = [c for c, m, d in rows if d <= m]
     gap = max(rows, key=lambda r: abs(r[2] - r[1]))
