@@ -216,8 +216,13 @@ CASES = {
         "is not a metrics file of vaestudy evaluate: no field 'config'",
     ),
     "collect of an anchors file that is not one": (
-        case_collect(A_METRICS_FILE, [1, 2]),
+        case_collect(A_METRICS_FILE, {"anchors": 1}),
         "is not an anchors file of vaestudy anchors",
+    ),
+    "collect of a JSON list": (case_collect([1, 2]), "metrics.json: its JSON is a list, not an object"),
+    "collect of an anchors file that is a JSON list": (
+        case_collect(A_METRICS_FILE, [1, 2]),
+        "anchors.json: its JSON is a list, not an object",
     ),
     "study config that is a list": (case_study("[1, 2]\n"), "a study config is a mapping of settings"),
     "study config with a mistyped section": (

@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 from scipy import stats
 
-from vaestudy.utils import UserError, atomic_write_text, first_line
+from vaestudy.utils import UserError, atomic_write_text, first_line, require
 
 ID_COLUMNS = ["run", "config", "dataset", "arena", "family", "sigma", "reduction", "floor", "seed"]
 FACT_METRICS = ("epochs", "train_seconds", "eval_seconds", "peak_memory_mb_train", "num_pixels", "levels")
@@ -83,9 +83,14 @@ def run_rows(result: dict[str, Any], run: str) -> list[dict[str, Any]]:
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        value = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read {what} {path}: {exc}") from None
+    require(
+        isinstance(value, dict),
+        f"cannot read {what} {path}: its JSON is a {type(value).__name__}, not an object",
+    )
+    return value
 
 
 def anchor_rows(anchors: dict[str, Any]) -> list[dict[str, Any]]:
