@@ -111,6 +111,23 @@ A_METRICS_FILE = {
 }
 
 
+def case_collect_bytes(data: bytes):
+    """vaestudy collect of a metrics file holding these bytes."""
+
+    def make(tmp):
+        (tmp / "metrics.json").write_bytes(data)
+        return [
+            "collect",
+            "--metrics-csv",
+            str(tmp / "m.csv"),
+            "--summary-csv",
+            str(tmp / "s.csv"),
+            str(tmp / "metrics.json"),
+        ]
+
+    return make
+
+
 def case_collect(metrics: object, anchors: object | None = None):
     """vaestudy collect of a metrics file (and an anchors file) with the given JSON."""
 
@@ -220,6 +237,7 @@ CASES = {
         "is not an anchors file of vaestudy anchors",
     ),
     "collect of a JSON list": (case_collect([1, 2]), "metrics.json: its JSON is a list, not an object"),
+    "collect of a binary file": (case_collect_bytes(b"\x7fELF\xf0\x28\x8c\x28"), "cannot read metrics file"),
     "collect of an anchors file that is a JSON list": (
         case_collect(A_METRICS_FILE, [1, 2]),
         "anchors.json: its JSON is a list, not an object",
