@@ -34,9 +34,13 @@ def _bad(tmp_path, make_args):
     return make_args(tmp_path)
 
 
-def case_yaml(text):
+def _write(path, content: str | bytes) -> None:
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+
+
+def case_yaml(text: str | bytes):
     def make(tmp):
-        (tmp / "run.yaml").write_text(text)
+        _write(tmp / "run.yaml", text)
         return ["train", "--config", str(tmp / "run.yaml"), "--out", str(tmp / "out")]
 
     return make
@@ -143,9 +147,9 @@ def case_collect(metrics: object, anchors: object | None = None):
     return make
 
 
-def case_study(text: str):
+def case_study(text: str | bytes):
     def make(tmp):
-        (tmp / "study.yaml").write_text(text)
+        _write(tmp / "study.yaml", text)
         return ["study", "--config", str(tmp / "study.yaml")]
 
     return make
@@ -207,6 +211,15 @@ CASES = {
     "unknown flag": (case_train("--epohcs", "3"), "unrecognized arguments: --epohcs"),
     "unknown command": (lambda tmp: ["trian", "--out", str(tmp / "out")], "invalid choice: 'trian'"),
     "yaml syntax error": (case_yaml("family: [gaussian_fixed\n"), "YAML syntax error"),
+    "run config that is binary": (case_yaml(b"\x7fELF\xf0\x28\x8c"), "run.yaml: not a text file (UTF-8)"),
+    "study config that is binary": (
+        case_study(b"\x7fELF\xf0\x28\x8c"),
+        "study.yaml: not a text file (UTF-8)",
+    ),
+    "study config with a YAML syntax error": (
+        case_study("seeds: [1\narenas: {\n"),
+        "study.yaml: YAML syntax error at line 2: expected ',' or ']', but got ':'",
+    ),
     "yaml unknown key": (case_yaml("family: mse\nlearning_rate: 0.1\n"), "unknown setting 'learning_rate'"),
     "yaml wrong type": (case_yaml("epochs: many\n"), "epochs must be of type int"),
     "config file missing": (

@@ -15,7 +15,15 @@ from pathlib import Path
 import yaml
 
 from vaestudy.config import COMPILE_CHOICES, RunConfig
-from vaestudy.utils import UserError, check_output_folder, keep_freed_memory, log_startup, require
+from vaestudy.utils import (
+    UserError,
+    check_output_folder,
+    keep_freed_memory,
+    log_startup,
+    read_text,
+    read_yaml,
+    require,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -261,12 +269,7 @@ def _cmd_collect(args: argparse.Namespace) -> None:
 def _cmd_study(args: argparse.Namespace) -> None:
     from vaestudy.study import SCHEMA, check_schema, expand_study
 
-    try:
-        study = yaml.safe_load(Path(args.config).read_text()) or {}
-    except OSError as exc:
-        raise UserError(f"cannot read {args.config}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{args.config}: YAML syntax error: {exc}") from None
+    study = read_yaml(args.config, "study config") or {}
     require(
         isinstance(study, dict),
         f"{args.config}: a study config is a mapping of settings (as config.yaml), not a {type(study).__name__}",
@@ -411,7 +414,7 @@ def _cmd_report(args: argparse.Namespace) -> None:
     config_text = (
         args.config_text
         if args.config_text is not None
-        else (Path(args.config).read_text() if args.config else "")
+        else (read_text(args.config, "study config") if args.config else "")
     )
     written = write_report(
         args.summary, args.metrics, args.results, config_text, samples_dir=args.samples_dir

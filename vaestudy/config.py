@@ -8,12 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from vaestudy.data import ARENAS, check_dataset
 from vaestudy.likelihoods import check_params, get_family
 from vaestudy.model import ACTIVATIONS, ARCHITECTURES
-from vaestudy.utils import UserError, float_or_text, is_json_type, require
+from vaestudy.utils import UserError, float_or_text, is_json_type, read_yaml, require
 
 # how the training step runs (vaestudy.train.TrainStep)
 COMPILE_CHOICES = ("auto", "graph", "always", "never")
@@ -73,13 +71,7 @@ class RunConfig:
     def from_yaml(cls, path: str | Path) -> RunConfig:
         path = Path(path)
         require(path.is_file(), f"config file {path} does not exist")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise UserError(f"{path}: YAML syntax error{where}: {getattr(exc, 'problem', exc)}") from None
-        return cls.from_dict(values, source=str(path))
+        return cls.from_dict(read_yaml(path) or {}, source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

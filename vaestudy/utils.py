@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 
 class UserError(Exception):
@@ -52,6 +53,27 @@ def float_or_text(text: str) -> float | str:
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type's name if it has none)."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def read_text(path: str | os.PathLike, what: str = "file") -> str:
+    """A text file that the user names; a missing, unreadable or binary one is a UserError."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"cannot read {what} {path}: not a text file (UTF-8)") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+def read_yaml(path: str | os.PathLike, what: str = "config file") -> Any:
+    """A YAML file that the user names; a syntax error is a UserError of one line with its line."""
+    text = read_text(path, what)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}: YAML syntax error{where}: {getattr(exc, 'problem', exc)}") from None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
