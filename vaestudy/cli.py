@@ -117,6 +117,7 @@ def _train(config: RunConfig, out: Path) -> None:
     print(f"{out}: {facts['status']} after {facts['epochs']} epochs ({facts['seconds']:.1f}s)")
 
 
+SAMPLES_HELP = "images per kind of sample (default and most: the test set size; the number used is recorded)"
 SEED_FIELD = "{seed}"  # in vaestudy model's --out and --figure: the seed of each model
 
 
@@ -528,9 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int("threads"), default=None, help="CPU threads for torch")
     _add_evaluate_arguments(p)
     p.add_argument("--feature-net", required=True, type=Path, help="network file of vaestudy feature-net")
-    p.add_argument(
-        "--samples", type=_positive_int("samples"), default=None, help="default: the test set size"
-    )
+    p.add_argument("--samples", type=_positive_int("samples"), default=None, help=SAMPLES_HELP)
     p.add_argument(
         "--quality-k", type=_positive_int("k"), default=3, help="nearest neighbours of precision/recall"
     )
@@ -574,9 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("anchors", help="sample-quality anchors: test vs train images, and uniform noise")
     _add_data_arguments(p)
     p.add_argument("--feature-net", required=True, type=Path)
-    p.add_argument(
-        "--samples", type=_positive_int("samples"), default=None, help="default: the test set size"
-    )
+    p.add_argument("--samples", type=_positive_int("samples"), default=None, help=SAMPLES_HELP)
     p.add_argument("--k", type=_positive_int("k"), default=3, help="nearest neighbours of precision/recall")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, type=Path)
@@ -587,9 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--run", required=True, type=Path, help="folder written by vaestudy train")
     p.add_argument("--feature-net", required=True, type=Path)
-    p.add_argument(
-        "--samples", type=_positive_int("samples"), default=None, help="default: the test set size"
-    )
+    p.add_argument("--samples", type=_positive_int("samples"), default=None, help=SAMPLES_HELP)
     p.add_argument("--k", type=_positive_int("k"), default=3, help="nearest neighbours of precision/recall")
     p.add_argument("--seed", type=int, default=None, help="sampling seed (default: the run's seed)")
     p.add_argument("--device", default="auto")
