@@ -200,6 +200,10 @@ CASES = {
         case_model_quality("--samples", "3", "--quality-k", "3"),
         "quality k (3 nearest neighbours) must be below the images per set (3)",
     ),
+    "model with quality k not below its test set": (
+        case_model_quality("--max-test", "20", "--quality-k", "20"),
+        "quality k (20 nearest neighbours) must be below the images per set (20)",
+    ),
     "infinite learning rate": (case_train("--lr", "inf"), "lr must be a finite number > 0, got inf"),
     "infinite sigma": (case_train("--param", "sigma=inf"), "sigma must be a finite number, got inf"),
     "epochs not a number": (case_train("--epochs", "ten"), "epochs must be of type int"),

@@ -179,13 +179,17 @@ def _cmd_model(args: argparse.Namespace) -> None:
     configuration: interpreter start-up and imports are paid once for all its seeds)."""
     import vaestudy.quality  # noqa: F401  (imported before the start-up is logged)
     from vaestudy.evaluate import evaluate
-    from vaestudy.quality import check_neighbours
-    from vaestudy.train import load_trained
+    from vaestudy.quality import check_neighbours, images_per_set
+    from vaestudy.train import load_data, load_trained
+    from vaestudy.utils import resolve_device
 
     log_startup()
     require(args.feature_net.is_file(), f"feature network {args.feature_net} not found")
     check_neighbours(args.quality_k, args.samples)  # before training, where it can be told
     config = run_config_from_args(args)
+    # and against the data set's size, also before training (training reuses the data loaded here)
+    data = load_data(config, resolve_device(config.device))
+    check_neighbours(args.quality_k, images_per_set(data, args.samples))
     seeds = [config.seed] if args.seeds is None else args.seeds
     _check_outputs(*(_seed_path(args.figure, seed) for seed in seeds))
     require(

@@ -153,11 +153,16 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: n
     return float(((mu1 - mu2) ** 2).sum() + np.trace(cov1) + np.trace(cov2) - 2 * np.trace(covmean))
 
 
+def images_per_set(data: ArenaData, samples: int | None) -> int:
+    """Images per kind of sample: `samples` (all where None), at most the test and training sets."""
+    return min(samples or len(data.test), len(data.test), len(data.train_levels))
+
+
 def check_neighbours(k: int, n: int | None) -> None:
     """Precision and recall take each image's k-th nearest other image of its set: k < n."""
     require(
         n is None or k < n,
-        f"quality k ({k} nearest neighbours) must be below the images per set ({n}): lower k, or raise samples",
+        f"quality k ({k} nearest neighbours) must be below the images per set ({n}): lower k, or raise samples (at most the test set's size)",
     )
 
 
@@ -227,7 +232,7 @@ def anchors(
     net: FeatureNet, data: ArenaData, n: int | None, seed: int, k: int = 3
 ) -> dict[str, dict[str, float]]:
     """Sanity anchors: test images against training images (near 0) and uniform noise (large)."""
-    n = min(n or len(data.test), len(data.test), len(data.train_levels))
+    n = images_per_set(data, n)
     check_neighbours(k, n)
     ref = _reference(net, data, n)
     g = generator(data.device, seed, "anchor-noise")
@@ -260,7 +265,7 @@ def score_model(
     model, net: FeatureNet, data: ArenaData, n: int | None, seed: int, k: int = 3
 ) -> dict[str, Any]:
     """fid_mean, fid_draw, fid_recon, precision_*, recall_*, entropy_* of one trained model."""
-    n = min(n or len(data.test), len(data.test), len(data.train_levels))
+    n = images_per_set(data, n)
     check_neighbours(k, n)
     ref = _reference(net, data, n)
     kinds = sample_kinds(model, data, n, seed)
