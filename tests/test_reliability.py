@@ -18,7 +18,7 @@ from vaestudy.data import Levels, check_levels
 from vaestudy.likelihoods import REGISTRY, Likelihood
 from vaestudy.study import expand_study
 from vaestudy.train import CHECKPOINT, MODEL
-from vaestudy.utils import UserError, atomic_write_bytes
+from vaestudy.utils import UserError, atomic_write_bytes, put_command_on_path
 
 ARGS = (
     "--family gaussian_shared --epochs 300 --checkpoint-every 7 --hidden 32 --latent 4 --device cpu "
@@ -110,6 +110,27 @@ def test_an_interrupted_write_leaves_no_truncated_file(tmp_path, monkeypatch, ex
     assert [p.name for p in tmp_path.iterdir()] == (["model.pt"] if existing else [])
     if existing:
         assert target.read_bytes() == b"the old, complete file"
+
+
+def test_the_command_beside_the_interpreter_is_put_on_path(tmp_path, monkeypatch):
+    """The workflow's jobs call vaestudy; snakemake started as .venv/bin/snakemake, not activated."""
+    venv, other = tmp_path / "venv" / "bin", tmp_path / "other"
+    venv.mkdir(parents=True)
+    other.mkdir()
+    monkeypatch.setattr(sys, "executable", str(venv / "python"))
+    monkeypatch.setenv("PATH", str(other))
+    with pytest.raises(UserError, match="the vaestudy command is neither on PATH nor beside this Python"):
+        put_command_on_path()  # nowhere
+    assert os.environ["PATH"] == str(other)
+    (venv / "vaestudy").write_text("#!/bin/sh\n")
+    (venv / "vaestudy").chmod(0o755)
+    put_command_on_path()  # beside the interpreter only: its folder goes first on PATH
+    assert os.environ["PATH"] == f"{venv}{os.pathsep}{other}"
+    (other / "vaestudy").write_text("#!/bin/sh\n")
+    (other / "vaestudy").chmod(0o755)
+    monkeypatch.setenv("PATH", str(other))
+    put_command_on_path()  # on PATH already: PATH as it was
+    assert os.environ["PATH"] == str(other)
 
 
 def test_a_write_onto_a_folder_names_the_folder_and_leaves_nothing(tmp_path):

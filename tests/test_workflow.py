@@ -22,11 +22,11 @@ TIMING = {"train_seconds", "eval_seconds", "peak_memory_mb_train"}
 
 
 def snakemake(
-    workdir: Path, *args: str, check: bool = True, timeout: int = 1800
+    workdir: Path, *args: str, check: bool = True, timeout: int = 1800, env: dict | None = None
 ) -> subprocess.CompletedProcess:
     """Run the repository's workflow in workdir (which holds config.yaml and the results)."""
     cmd = [SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=workdir)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=workdir, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
@@ -66,6 +66,16 @@ def test_lint_is_clean_but_for_the_conda_suggestion():
     lints = [line.strip() for line in out.splitlines() if line.strip().startswith("* ")]
     assert lints, out  # snakemake did lint
     assert set(lints) == {"* Specify a conda environment or container for each rule.:"}, out
+
+
+def test_the_jobs_find_vaestudy_without_the_environment_activated(tmp_path):
+    """`.venv/bin/snakemake --cores 2` without `. .venv/bin/activate`: the jobs call the vaestudy
+    command beside snakemake's Python (before, every job failed with exit status 127)."""
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    assert shutil.which("vaestudy", path=env["PATH"]) is None  # the case this test is about
+    workdir = make_workdir(tmp_path)
+    snakemake(workdir, "--cores", "1", "results/data/digits.json", env=env)
+    assert (workdir / "results" / "data" / "digits.json").is_file()
 
 
 def test_dry_run_of_the_default_study_lists_every_job(tmp_path):

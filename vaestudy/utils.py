@@ -8,6 +8,7 @@ import io
 import json
 import math
 import os
+import shutil
 import sys
 import tempfile
 import warnings
@@ -53,6 +54,21 @@ def float_or_text(text: str) -> float | str:
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type's name if it has none)."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def put_command_on_path(name: str = "vaestudy") -> None:
+    """Make the command `name` callable by the workflow's jobs. Where snakemake was started by its
+    path (.venv/bin/snakemake) without the environment activated, the command is not on PATH but
+    beside the interpreter: put that folder first on PATH. A UserError where it is in neither."""
+    if shutil.which(name) is not None:
+        return
+    beside = Path(sys.executable).parent
+    require(
+        os.access(beside / name, os.X_OK),
+        f"the {name} command is neither on PATH nor beside this Python ({sys.executable}): activate the "
+        f"environment that {name} is installed in",
+    )
+    os.environ["PATH"] = os.pathsep.join([str(beside), os.environ.get("PATH", "")])
 
 
 def read_text(path: str | os.PathLike, what: str = "file") -> str:

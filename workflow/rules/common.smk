@@ -6,12 +6,17 @@ import shlex
 import sys
 
 from vaestudy.study import expand_study
-from vaestudy.utils import STARTUP_ENV, UserError
+from vaestudy.utils import STARTUP_ENV, UserError, put_command_on_path
 
 try:
     RUNS = {run.name: run for run in expand_study(config)}
 except UserError as error:
     sys.stderr.write(f"vaestudy: config error: {error}\n")
+    sys.exit(2)
+try:  # the jobs call the vaestudy command, also where snakemake runs from an environment not activated
+    put_command_on_path()
+except UserError as error:
+    sys.stderr.write(f"vaestudy: error: {error}\n")
     sys.exit(2)
 
 # one spelling of the folder (results/, ./results and results name the same files): Snakemake
