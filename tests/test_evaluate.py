@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy.optimize
 import scipy.stats
 import torch
 from torch.distributions import Normal, kl_divergence
@@ -247,3 +248,18 @@ def test_sample_decoder_is_the_models_decoder_in_float64():
     assert not decode.layers
     with torch.no_grad():
         torch.testing.assert_close(decode(z), model.decode(z), rtol=0, atol=0)
+
+
+def test_the_calibrated_sigma_is_the_maximum_likelihood_sigma_of_the_residuals():
+    """The calibrated Gaussian's sigma^2 (the mean squared residual over images and pixels, summed
+    over batches) is the sigma that maximises the Gaussian log-likelihood of the residuals, found
+    here numerically with scipy. The encoder's variance is made negligible, so that z = E_q[z]."""
+    model, x, _, _ = linear_gaussian_vae(exact_posterior=True)
+    with torch.no_grad():
+        model.encoder[0].bias[LATENT:] = -60.0  # log variance: z is the posterior mean
+    residual = (x - model.decode(model.encode(x)[0])).detach().double().numpy()
+    fitted = scipy.optimize.minimize_scalar(
+        lambda s: -scipy.stats.norm(0, s).logpdf(residual).sum(), bounds=(1e-3, 10), method="bounded"
+    ).x
+    msr = model.mean_squared_residual(x, torch.Generator().manual_seed(0), batch_size=64)
+    assert math.sqrt(msr) == pytest.approx(fitted, rel=1e-4)
