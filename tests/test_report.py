@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from docutils.core import publish_parts
 
-from vaestudy.figures import FIGURES, all_figures
+from vaestudy.figures import FIGURES, _label_apart, all_figures
 from vaestudy.report import answers, arena_table, f, write_report
 from vaestudy.tables import summarise
 
@@ -293,3 +293,27 @@ def test_a_study_of_the_binary_arena_alone_gives_every_figure_and_answer(tmp_pat
     ans = {a.key: a.short for a in answers(summary)}
     assert ans["q1"] == "No configuration with `mse` ran, so this run cannot answer it."
     assert ans["q4"] == "This run lacks the Bernoulli or the continuous Bernoulli on grey levels."
+
+
+def test_labels_of_points_close_together_do_not_overlap():
+    """The rate-distortion plane labels every model; coincident models (mse-mean on gaussian_fixed-s1,
+    heteroscedastic floors 0 and 0.001) had their labels printed over each other."""
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    points = [(f"model-{i}", 1.0 + 0.01 * (i % 3), 2.0) for i in range(8)] + [("far", 9.0, 9.0)]
+    ax.plot([p[1] for p in points], [p[2] for p in points], "o")
+    labels = _label_apart(ax, points)
+    fig.canvas.draw()  # places every label, lines included
+    renderer = fig.canvas.get_renderer()
+    boxes = [Text.get_window_extent(note, renderer) for note in labels]  # the texts alone
+    assert sorted(note.get_text() for note in labels) == sorted(p[0] for p in points)
+    overlapping = [
+        (a.get_text(), b.get_text())
+        for i, (a, box_a) in enumerate(zip(labels, boxes, strict=True))
+        for b, box_b in zip(labels[i + 1 :], boxes[i + 1 :], strict=True)
+        if box_a.overlaps(box_b)
+    ]
+    assert not overlapping
+    plt.close(fig)

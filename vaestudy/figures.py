@@ -48,6 +48,38 @@ def _save(fig, stem: str | Path) -> list[Path]:
     return paths
 
 
+def _label_apart(ax, points: list[tuple[str, float, float]], fontsize: int = 7) -> list:
+    """Label each point (text, x, y) to its right; where the label would overlap one placed before,
+    move it up or down by whole lines (a thin line then joins it to its point). Returns the labels."""
+    ax.figure.canvas.draw()  # the axes' limits as drawn: the labels' places depend on them
+    renderer = ax.figure.canvas.get_renderer()
+    step = 1.4 * fontsize  # points: a label is about fontsize high, so lines this far apart never touch
+    shifts = [3 + step * k for n in range(len(points)) for k in ((-n, n) if n else (0,))]  # nearest first
+
+    def note(text, x, y, shift, line=False):
+        return ax.annotate(
+            text,
+            (x, y),
+            xytext=(4, shift),
+            textcoords="offset points",
+            fontsize=fontsize,
+            va="bottom",
+            arrowprops=dict(arrowstyle="-", lw=0.4, color="grey", shrinkA=0, shrinkB=2) if line else None,
+        )
+
+    placed, labels = [], []
+    for text, x, y in sorted(points, key=lambda p: (-p[2], p[1])):  # from the top
+        for shift in shifts:
+            trial = note(text, x, y, shift)  # measured without its line, whose box would count
+            box = trial.get_window_extent(renderer)
+            trial.remove()
+            if not any(box.overlaps(other) for other in placed):
+                break
+        placed.append(box)
+        labels.append(note(text, x, y, shift, line=shift != shifts[0]))
+    return labels
+
+
 def _empty(ax, text: str = "no data") -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="grey")
 
@@ -150,14 +182,7 @@ def rate_distortion(summary: pd.DataFrame, stem: str | Path, arena: str = "conti
         sns.scatterplot(
             data=both.reset_index(), x="mean", y="mean_mse", hue="family", style="family", s=70, ax=ax
         )
-        for config, row in both.iterrows():
-            ax.annotate(
-                label(config),
-                (row["mean"], row["mean_mse"]),
-                fontsize=7,
-                xytext=(4, 3),
-                textcoords="offset points",
-            )
+        _label_apart(ax, [(label(c), row["mean"], row["mean_mse"]) for c, row in both.iterrows()])
     ax.set_xlabel("rate KL(q(z|x) || p(z)) [nats per image]")
     ax.set_ylabel("MSE of the decoder mean [per pixel]")
     ax.set_title(f"Rate against distortion ({arena} arena)")
