@@ -205,9 +205,21 @@ def iwae_convergence(summary: pd.DataFrame, stem: str | Path) -> list[Path]:
         else:
             s["K"] = s.metric.str.slice(len(prefix)).astype(int)
             s["model"] = s.config.map(label)
-            sns.lineplot(data=s, x="K", y="mean", hue="model", marker="o", ax=ax)
+            # up to 14 models in one panel: colours that differ, a marker each, the legend below the lines
+            models = list(dict.fromkeys(s.model))
+            sns.lineplot(
+                data=s,
+                x="K",
+                y="mean",
+                hue="model",
+                style="model",
+                markers=True,
+                dashes=False,
+                palette=sns.color_palette("tab20", len(models)),
+                ax=ax,
+            )
             ax.set_xscale("log")
-            ax.legend(fontsize=6, ncol=2)
+            ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.2))
         ax.set_ylabel("log-likelihood bound L_K [nats per image]")
         ax.set_title(f"IWAE bound against K ({arena}{', calibrated' if arena == 'continuous' else ''})")
     fig.tight_layout()
