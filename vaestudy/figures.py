@@ -84,6 +84,17 @@ def _empty(ax, text: str = "no data") -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="grey")
 
 
+def _palette(n: int) -> list:
+    """Colours for n lines of one panel that stay apart up to 20 (seaborn's default ones blur
+    into each other beyond ten)."""
+    return sns.color_palette("tab20", n)
+
+
+def _legend_outside(ax, **kwargs) -> None:
+    """The legend to the right of the axes, where it covers no line or bar."""
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0, **kwargs)
+
+
 def label(config: str) -> str:
     """'continuous/gaussian_fixed-s0.1' -> 'gaussian_fixed-s0.1'."""
     return config.split("/", 1)[-1]
@@ -215,7 +226,7 @@ def iwae_convergence(summary: pd.DataFrame, stem: str | Path) -> list[Path]:
                 style="model",
                 markers=True,
                 dashes=False,
-                palette=sns.color_palette("tab20", len(models)),
+                palette=_palette(len(models)),
                 ax=ax,
             )
             ax.set_xscale("log")
@@ -235,14 +246,21 @@ def training_curve(history: pd.DataFrame, column: str, stem: str | Path) -> list
     else:
         h = h.assign(model=h.config.map(lambda c: c))
         sns.lineplot(
-            data=h, x="epoch", y=column, hue="model", errorbar=("se", 1.96), ax=ax, lw=1
-        )  # normal 95% band
+            data=h,
+            x="epoch",
+            y=column,
+            hue="model",
+            errorbar=("se", 1.96),  # normal 95% band
+            palette=_palette(h.model.nunique()),
+            ax=ax,
+            lw=1,
+        )
         values = h[column].abs()
         if column == "sigma":
             ax.set_yscale("log")
         elif values.max() > 100 * max(values.median(), 1e-9):
             ax.set_yscale("symlog", linthresh=10)
-        ax.legend(fontsize=6, ncol=2)
+        _legend_outside(ax)
     ax.set_title(f"Training: {column} per epoch (mean over seeds)")
     return _save(fig, stem)
 
@@ -263,10 +281,16 @@ def sample_quality(summary: pd.DataFrame, stem: str | Path) -> list[Path]:
         s["kind"] = s.metric.str.replace("fid_", "", regex=False)
         sns.barplot(data=s, y="model", x="mean", hue="kind", ax=ax, orient="h")
         anchors = summary[(summary.family == "anchor") & (summary.metric == "fid")]
-        for _, row in anchors.iterrows():
-            ax.axvline(row["mean"], ls=":", color="grey")
-            ax.text(row["mean"], -0.6, label(row.config), fontsize=7, rotation=90, va="top", color="grey")
+        for _, row in anchors.iterrows():  # in the legend with their values: labels on the plot collided
+            ax.axvline(
+                row["mean"],
+                ls=":" if row.config.endswith("test") else "--",
+                color="black" if row.arena == "binary" else "grey",
+                lw=1,
+                label=f"{row.config} ({row['mean']:.3g})",
+            )
         ax.set_xscale("symlog", linthresh=1)
+        _legend_outside(ax)
     ax.set_xlabel("FID in the feature network's space (lower is closer to the training images)")
     ax.set_title("What is a sample? Decoder means against true draws from p(x|z)")
     return _save(fig, stem)
