@@ -1,5 +1,7 @@
 """Data sets, seeded splits and the two arenas."""
 
+from urllib.error import URLError
+
 import numpy as np
 import pytest
 import torch
@@ -113,6 +115,35 @@ def test_a_file_of_another_format_is_named_as_such(mnist_root):
         f"cannot read mnist under {root}: a file there is truncated, corrupt or not in mnist's format "
         "(torchvision's AssertionError): delete it, then copy it again or pass --download"
     )
+
+
+@pytest.mark.parametrize(
+    "name, failure",
+    [
+        (
+            "mnist",  # torchvision's MNIST tries each mirror and joins their errors
+            RuntimeError(
+                "Error downloading train-images-idx3-ubyte.gz:\nTried https://a.example/mnist/, got:\n"
+                "<urlopen error [Errno -2] Name or service not known>\n"
+            ),
+        ),
+        ("cifar10", URLError("[Errno -2] Name or service not known")),  # CIFAR-10's is urllib's own
+    ],
+)
+def test_a_download_without_a_connection_says_so(tmp_path, monkeypatch, name, failure):
+    """Not 'a file there is truncated, corrupt or not in its format', as a URLError read before."""
+    import torchvision.datasets as tvd
+
+    cls = {"mnist": tvd.MNIST, "cifar10": tvd.CIFAR10}[name]
+
+    def offline(self):
+        raise failure
+
+    monkeypatch.setattr(cls, "download", offline)
+    with pytest.raises(UserError) as info:
+        load_levels(name, str(tmp_path), download=True)
+    assert str(info.value).startswith(f"cannot download {name} into {tmp_path}: ")
+    assert "Name or service not known" in str(info.value) and "corrupt" not in str(info.value)
 
 
 def test_unknown_data_set_is_a_user_error():

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.error import URLError
 
 import torch
 
@@ -76,6 +77,13 @@ def synthetic_mnist(n_train: int = 60_000, n_test: int = 10_000, seed: int = 0) 
     )
 
 
+def _cannot_download(name: str, root: str, reason: str) -> str:
+    return (
+        f"cannot download {name} into {root}: {reason} (no connection to its server? copy the files "
+        "there instead, and leave out --download)"
+    )
+
+
 def _torchvision(name: str, root: str | None, download: bool) -> Levels:
     import torchvision.datasets as tvd
 
@@ -86,7 +94,12 @@ def _torchvision(name: str, root: str | None, download: bool) -> Levels:
     try:
         train = cls(root, train=True, download=download)
         test = cls(root, train=False, download=download)
+    except URLError as exc:  # CIFAR-10's download, where the server cannot be reached
+        raise UserError(_cannot_download(name, root, str(exc.reason))) from None
     except RuntimeError as exc:
+        if str(exc).startswith("Error downloading"):  # MNIST's: every mirror failed, the last reason last
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            raise UserError(_cannot_download(name, root, lines[-1])) from None
         if "not found" in str(exc).lower():
             raise UserError(
                 f"{name} not found under data root {root} (copy the files there or pass --download)"
