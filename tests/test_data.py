@@ -95,6 +95,10 @@ def test_missing_data_root_is_a_user_error(tmp_path):
         load_levels("mnist", str(tmp_path))
     with pytest.raises(UserError, match="needs a data root"):
         load_levels("cifar10", None)
+    (tmp_path / "a-file").write_text("")
+    for download in (False, True):  # not 'does not exist', nor a download into a file's place
+        with pytest.raises(UserError, match="data root .*a-file is a file, not a folder"):
+            load_levels("mnist", str(tmp_path / "a-file"), download=download)
 
 
 def test_truncated_idx_file_is_a_user_error(mnist_root):

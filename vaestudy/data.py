@@ -89,6 +89,7 @@ def _torchvision(name: str, root: str | None, download: bool) -> Levels:
 
     require(root is not None, f"data set {name} needs a data root (--data-root DIR)")
     assert root is not None
+    require(not Path(root).exists() or Path(root).is_dir(), f"data root {root} is a file, not a folder")
     require(download or Path(root).is_dir(), f"data root {root} does not exist (or pass --download)")
     cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
     try:
