@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 from scipy import stats
 
-from vaestudy.utils import UserError, atomic_write_text, first_line, require
+from vaestudy.utils import UserError, atomic_write_text, first_line, read_text, require
 
 ID_COLUMNS = ["run", "config", "dataset", "arena", "family", "sigma", "reduction", "floor", "seed"]
 FACT_METRICS = ("epochs", "train_seconds", "eval_seconds", "peak_memory_mb_train", "num_pixels", "levels")
@@ -83,8 +83,8 @@ def run_rows(result: dict[str, Any], run: str) -> list[dict[str, Any]]:
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        value = json.loads(read_text(path, what))
+    except json.JSONDecodeError as exc:
         raise UserError(f"cannot read {what} {path}: {exc}") from None
     require(
         isinstance(value, dict),
