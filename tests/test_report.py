@@ -9,7 +9,7 @@ import pytest
 from docutils.core import publish_parts
 
 from vaestudy.figures import FIGURES, _label_apart, all_figures
-from vaestudy.report import answers, arena_table, f, write_report
+from vaestudy.report import TABLE_METRICS, answers, arena_table, f, write_report
 from vaestudy.tables import summarise
 
 CONFIGS = {  # config -> (family, sigma param, reduction, learned/implied sigma or None, normalised)
@@ -179,6 +179,14 @@ def test_tables_sort_by_calibrated_bpd_and_mark_unnormalised_numbers(built):
     assert bce.bpd.endswith("*") and bce.elbo.endswith("*") and not bce.calibrated_bpd.endswith("*")
     assert "±" in table.rate.iloc[0]
     assert table[table.model == "gaussian_heteroscedastic-f0"].diverged.iloc[0] == 1
+    # a blank where a model has no such metric (the Bernoulli's sigma), never 'nan'; the columns in
+    # TABLE_METRICS's order, whichever model sorts first
+    assert table[table.model == "bernoulli"].sigma.iloc[0] == ""
+    assert not table.map(lambda v: str(v).lower() == "nan").any().any()
+    assert list(table.columns) == ["model", "seeds", "diverged", *[m for m in TABLE_METRICS if m in table]]
+    first = table.model.iloc[0]
+    no_sigma = summary[~((summary.config == f"continuous/{first}") & (summary.metric == "sigma"))]
+    assert list(arena_table(no_sigma, "continuous").columns) == list(table.columns)
 
 
 def test_the_front_page_answers_all_five_questions_from_the_numbers(built):

@@ -435,7 +435,11 @@ def arena_table(summary: pd.DataFrame, arena: str) -> pd.DataFrame:
                 text += " *"
             row[m] = text
         rows.append(row)
-    return pd.DataFrame(rows)
+    # the metrics in TABLE_METRICS's order whichever row comes first, and a blank where a model has
+    # none (the Bernoulli has no sigma): not 'nan'
+    table = pd.DataFrame(rows)
+    columns = ["model", "seeds", "diverged"] + [m for m in TABLE_METRICS if m in table]
+    return table[columns].fillna("")
 
 
 def front_page_rst(ans: list[Answer], info: dict[str, Any]) -> str:
