@@ -1,6 +1,7 @@
 """Evaluation against closed forms: a linear Gaussian VAE has an exact marginal likelihood."""
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from torch.distributions import Normal, kl_divergence
 from vaestudy.evaluate import active_units, bits_per_dim, elbo_terms, iwae, iwae_ladder, logsumexp_rows
 from vaestudy.likelihoods import build_likelihood
 from vaestudy.model import VAE, ModelConfig, SampleDecoder, kl_standard_normal
+from vaestudy.utils import ProgressLines
 
 D, LATENT, SIGMA = 5, 2, 0.5
 
@@ -263,3 +265,19 @@ def test_the_calibrated_sigma_is_the_maximum_likelihood_sigma_of_the_residuals()
     ).x
     msr = model.mean_squared_residual(x, torch.Generator().manual_seed(0), batch_size=64)
     assert math.sqrt(msr) == pytest.approx(fitted, rel=1e-4)
+
+
+def test_iwae_reports_its_progress_after_each_chunk_of_images():
+    model, x, _, _ = linear_gaussian_vae(exact_posterior=True)  # 200 images
+    done = []
+    iwae(model, x, 10, torch.Generator().manual_seed(0), images_per_chunk=64, progress=done.append)
+    assert done == [64, 128, 192, 200]
+
+
+def test_progress_lines_are_at_most_one_per_interval_and_none_at_the_end(capsys, monkeypatch):
+    clock = iter([0.0, 5.0, 12.0, 13.0, 30.0])  # made at 0 s, then called at 5, 12, 13 and 30 s
+    monkeypatch.setattr("vaestudy.utils.time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    progress = ProgressLines("run ll_iwae", 100, "test images", every=10)
+    for done in (10, 30, 40, 100):
+        progress(done)
+    assert capsys.readouterr().err == "run ll_iwae: 30/100 test images (12s, about 28s left)\n"

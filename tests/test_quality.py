@@ -71,6 +71,17 @@ def test_the_feature_network_reaches_95_percent_on_digits(digits_net):
     assert facts["test_accuracy"] >= 0.95
 
 
+def test_the_feature_network_prints_each_epoch(capsys):
+    """Its progress, as training prints its epochs: on MNIST on a CPU it takes minutes."""
+    train_feature_net(arena_data("digits", "continuous", CPU, max_train=300), epochs=2, seed=0)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" loss ")[0] for line in lines] == [
+        "feature network epoch 1/2",
+        "feature network epoch 2/2",
+    ]
+    assert all(math.isfinite(float(line.split(" loss ")[1].split()[0])) for line in lines)
+
+
 def test_anchors_test_images_near_zero_and_noise_far(digits_net):
     net, _, data = digits_net
     result = anchors(net, data, None, seed=0)

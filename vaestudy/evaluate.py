@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from vaestudy.likelihoods import Calibrated, Likelihood
 from vaestudy.model import VAE, SampleDecoder, kl_standard_normal
 from vaestudy.train import FACTS, load_trained, seeds_of
 from vaestudy.utils import (
+    ProgressLines,
     atomic_write_json,
     check_output_folder,
     device_name,
@@ -121,6 +123,7 @@ def iwae(
     images_per_chunk: int = 100,
     max_elements: int | None = None,
     fold_samples: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[int, float]:
     """The importance-weighted bound L_k averaged over images, for every k of iwae_ladder(K).
 
@@ -131,6 +134,7 @@ def iwae(
     log-weights, up to max_elements / 16 of them at a time, are folded into a running logsumexp
     per image (logsumexp_rows), and each L_k takes the running one at its k-th sample
     (fold_samples: after how many samples they are folded; it changes nothing but rounding).
+    progress, where given, is called with the number of images done after each chunk of them.
     """
     require(k >= 1, f"K must be >= 1, got {k}")
     max_elements = max_elements or default_max_elements(x.device)
@@ -168,6 +172,8 @@ def iwae(
                 sums[folded] += _bound_sum(state, folded)
         # freed before the next chunk of images makes its own (else both would be alive at once)
         del decode, log_w, log_px, eps, z
+        if progress is not None:
+            progress(start + len(xb))
     return {kk: v / len(x) for kk, v in sums.items()}
 
 
@@ -196,10 +202,15 @@ def score(
     elbo_samples: int,
     max_elements: int | None,
     prefix: str = "",
+    label: str | None = None,
 ) -> dict[str, float]:
-    """ELBO terms, IWAE ladder, ll_iwae and bpd of one likelihood on x, with names prefixed."""
+    """ELBO terms, IWAE ladder, ll_iwae and bpd of one likelihood on x, with names prefixed.
+    label: the run's name in progress lines of a long IWAE (None: no progress lines)."""
     metrics = elbo_terms(model, x, g, likelihood, samples=elbo_samples)
-    bounds = iwae(model, x, k, g, likelihood, max_elements=max_elements)
+    progress = (
+        None if label is None else ProgressLines(f"{label} {prefix}ll_iwae at K={k}", len(x), "test images")
+    )
+    bounds = iwae(model, x, k, g, likelihood, max_elements=max_elements, progress=progress)
     metrics.update({f"ll_iwae_k{kk}": v for kk, v in bounds.items()})
     metrics["ll_iwae"] = bounds[k]
     metrics["bpd"] = bits_per_dim(bounds[k], num_pixels, levels, arena)
@@ -230,6 +241,7 @@ def evaluate(
     started = time.perf_counter()
     likelihood = model.likelihood
     shared = dict(
+        label=f"{config.arena}/{config.family}",
         k=k,
         num_pixels=data.num_pixels,
         levels=data.levels,

@@ -103,6 +103,7 @@ def train_feature_net(
     for epoch in range(1, epochs + 1):
         g = generator(device, seed, "feature-net", epoch)
         perm = torch.randperm(n, generator=g, device=device)
+        total = torch.zeros((), device=device)  # the epoch's summed loss, read once at its end
         for s in range(0, n, batch_size):
             idx = perm[s : s + batch_size]
             x = _both_arenas(data.train_levels[idx], data.levels, g)
@@ -110,6 +111,13 @@ def train_feature_net(
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
+            total += loss.detach() * len(idx)
+        print(  # progress, as training prints its epochs (the pipeline's log keeps it)
+            f"feature network epoch {epoch}/{epochs} loss {float(total) / n:.4f} "
+            f"({time.perf_counter() - started:.1f}s)",
+            file=sys.stderr,
+            flush=True,
+        )
     net.eval()
     facts = {
         "test_accuracy": accuracy(net, data.test, data.test_labels),

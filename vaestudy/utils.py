@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,6 +55,28 @@ def float_or_text(text: str) -> float | str:
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type's name if it has none)."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+class ProgressLines:
+    """Progress of long work as lines on stderr (which the pipeline's logs keep): called with the
+    units done so far, it prints at most one line per `every` seconds, so work shorter than that
+    prints none, and none at its end (the command says how it ended)."""
+
+    def __init__(self, label: str, total: int, unit: str, every: float = 10.0):
+        self.label, self.total, self.unit, self.every = label, total, unit, every
+        self.started = self.last = time.perf_counter()
+
+    def __call__(self, done: int) -> None:
+        now = time.perf_counter()
+        if now - self.last < self.every or done >= self.total:
+            return
+        self.last, elapsed = now, now - self.started
+        left = elapsed * (self.total - done) / max(done, 1)
+        print(
+            f"{self.label}: {done}/{self.total} {self.unit} ({elapsed:.0f}s, about {left:.0f}s left)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def put_command_on_path(name: str = "vaestudy") -> None:
