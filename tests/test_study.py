@@ -91,6 +91,7 @@ def _with(arenas=None, **top):
         (_with({"continuous": [{"sigma": 0.1}]}), "arenas.continuous[0]: each entry needs a 'family'"),
         (_with({"continuous": [{"family": "gaussian_fixed", "sigma": []}]}), "the list of values is empty"),
         (_with(seeds=[1, 1]), "seeds: a seed is listed twice"),
+        (_with(dataset="svhn"), "dataset: unknown data set 'svhn'"),  # the study's, not a run's
         (
             _with(dataset="mnist", data_root=None),
             "data_root: data set mnist is read by torchvision from a folder",
@@ -181,3 +182,16 @@ def test_text_where_the_schema_takes_a_number_is_read_as_one():
         check_schema({"train": {"lr": "fast"}}, SCHEMA_FILE)
     with pytest.raises(UserError, match="train.lr: 'inf' is not of type 'number'"):
         check_schema({"train": {"lr": "inf"}}, SCHEMA_FILE)
+
+
+def test_a_number_where_the_schema_takes_only_text():
+    """Snakemake's --config reads results=2024 as the number 2024, in quotes or not: an integer
+    becomes its digits again; a float, whose digits may not survive, is an error that says why."""
+    assert check_schema({"results": 2024}, SCHEMA_FILE)["results"] == "2024"
+    assert check_schema({"download": True}, SCHEMA_FILE)["download"] is True  # not text: a boolean
+    with pytest.raises(UserError) as info:
+        check_schema({"results": 1.5}, SCHEMA_FILE)
+    assert str(info.value) == (
+        "results: 1.5 is not of type 'string' (read as a number, as Snakemake's --config does even in "
+        "quotes: use a name that is not one)"
+    )

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vaestudy.config import RunConfig
-from vaestudy.data import DATASETS
+from vaestudy.data import DATASETS, check_dataset
 from vaestudy.likelihoods import check_params, coerce_params, family_parameters, get_family
 from vaestudy.utils import UserError, is_json_type, require
 
@@ -43,6 +43,16 @@ def check_schema(study: dict[str, Any], schema_path: str | Path) -> dict[str, An
             if error.validator == "pattern" and "description" in error.schema
             else ""
         )
+        if (
+            error.validator == "type"
+            and error.validator_value == "string"
+            and isinstance(error.instance, float)
+        ):
+            # Snakemake's --config reads results=1.5 as a number, quotes or not (an integer is made
+            # text again by coerce_to_schema; a float's digits may not survive)
+            why = (
+                " (read as a number, as Snakemake's --config does even in quotes: use a name that is not one)"
+            )
         raise UserError(f"{where}: {error.message}{why}")
     return study
 
@@ -67,13 +77,16 @@ def coerce_to_schema(value: Any, schema: dict[str, Any], root: dict[str, Any] | 
     schema takes no string, and reads as a value of a type it takes, made that value: `lr: 1e-3`
     (a string to YAML 1.1) becomes 0.001, and Snakemake's `--config train={epochs: 3}` or
     `seeds=[1,2]`, which reads every value inside a mapping or a list as a string, gets numbers.
-    A null spelling (null, ~) becomes None where the schema takes null. Anything else is left for
-    the schema's check to report."""
+    A null spelling (null, ~) becomes None where the schema takes null, and an integer where only a
+    string is taken becomes its digits (results=2024). Anything else is left for the schema's check
+    to report."""
     root = root if root is not None else schema
     while "$ref" in schema:  # a local reference, "#/$defs/name"
         schema = root["$defs"][schema["$ref"].rsplit("/", 1)[-1]]
     types = schema.get("type", [])
     types = [types] if isinstance(types, str) else types
+    if isinstance(value, int) and not isinstance(value, bool) and types == ["string"]:
+        return str(value)  # results=2024: Snakemake's --config reads it as a number, even in quotes
     if isinstance(value, str):
         if "string" not in types:
             parsed = _scalar(value)
@@ -157,6 +170,10 @@ def expand_study(study: dict[str, Any]) -> list[Run]:
     )
     model, train = study.get("model", {}), study.get("train", {})
     dataset = study.get("dataset", "digits")
+    try:  # a setting of the whole study, named as such (not as the first run's)
+        check_dataset(dataset)
+    except UserError as exc:
+        raise UserError(f"dataset: {exc}") from None
     require(
         dataset not in DATASETS or not DATASETS[dataset].needs_root or study.get("data_root"),
         f"data_root: data set {dataset} is read by torchvision from a folder: set data_root (and download: true "
