@@ -82,7 +82,14 @@ def uninterrupted(tmp_path_factory):
 
 
 def _start_and_signal(out, sig, wait_for_checkpoint=True):
-    proc = subprocess.Popen(_cli(*KILL_ARGS, "--out", str(out)), stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _cli(*KILL_ARGS, "--out", str(out)),
+        stderr=subprocess.PIPE,
+        text=True,
+        # SIGINT as in a terminal, also where pytest runs as a shell's background job (which
+        # starts with it ignored, and so would the training)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 120
     while wait_for_checkpoint and not (out / CHECKPOINT).exists() and time.time() < deadline:
         time.sleep(0.01)
@@ -102,11 +109,19 @@ def test_a_training_killed_with_sigkill_resumes_to_the_uninterrupted_result(tmp_
     _assert_same_run(uninterrupted, killed)
 
 
-def test_sigterm_writes_a_checkpoint_exits_143_and_the_rerun_resumes(tmp_path, uninterrupted):
+@pytest.mark.parametrize(
+    "sig, code_expected, name",
+    [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "SIGINT (Ctrl-C)")],
+)
+def test_sigterm_or_ctrl_c_writes_a_checkpoint_and_the_rerun_resumes(
+    tmp_path, uninterrupted, sig, code_expected, name
+):
+    """SIGTERM (Slurm's preemption or time limit), and Ctrl-C as well: before, Ctrl-C lost the
+    epochs since the last periodic checkpoint."""
     stopped = tmp_path / "stopped"
-    code, err = _start_and_signal(stopped, signal.SIGTERM)
-    assert code == 143, err
-    assert "stopped by SIGTERM" in err and "rerun the same command to resume" in err
+    code, err = _start_and_signal(stopped, sig)
+    assert code == code_expected, err
+    assert f"stopped by {name}" in err and "rerun the same command to resume" in err
     assert "Traceback" not in err
     assert (stopped / CHECKPOINT).exists() and not (stopped / MODEL).exists()
     epoch = torch.load(stopped / CHECKPOINT, weights_only=True)["epoch"]

@@ -705,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(exc, TrainingInterrupted):
             raise
         print(f"vaestudy: {exc}", file=sys.stderr)
-        return 143  # 128 + SIGTERM, as a shell reports a job ended by it
+        return 128 + exc.signum  # as a shell reports a job ended by the signal: 143, or 130 for Ctrl-C
     except KeyboardInterrupt:
         print("vaestudy: interrupted", file=sys.stderr)
         return 130

@@ -444,27 +444,45 @@ def train_epoch(
 
 
 class TrainingInterrupted(Exception):
-    """SIGTERM (a scheduler's preemption or time limit): a checkpoint was written; rerun to resume."""
+    """SIGTERM (a scheduler's preemption or time limit) or SIGINT (Ctrl-C): a checkpoint was
+    written; rerun to resume. .signum: the signal, for the exit status 128 + signum."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
 
 
-class _SigtermFlag:
-    """Within the block, SIGTERM sets .raised instead of killing the process (main thread only)."""
+STOP_SIGNALS = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT (Ctrl-C)"}
+
+
+class _StopSignals:
+    """Within the block, SIGTERM and SIGINT set .raised (the first one's number) instead of ending
+    the process, so that training stops at a batch's end with a checkpoint (main thread only)."""
 
     def __init__(self):
-        self.raised = False
-        self._previous = None
+        self.raised: int | None = None
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            # a signal the process was started to ignore (nohup, a shell's background job) stays so
+            self._previous = {
+                s: signal.signal(s, self._handle)
+                for s in STOP_SIGNALS
+                if signal.getsignal(s) is not signal.SIG_IGN
+            }
         return self
 
     def _handle(self, signum, frame):
-        self.raised = True
+        self.raised = self.raised or signum
+
+    @property
+    def name(self) -> str:
+        return STOP_SIGNALS.get(self.raised, "a signal")
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
         return False
 
 
@@ -532,7 +550,7 @@ def _train(config: RunConfig, out: Path, progress: bool | None) -> dict[str, Any
     bar = _Progress(config.epochs, start_epoch, label, progress)
     started = time.perf_counter()
     model.train()
-    with _SigtermFlag() as term:
+    with _StopSignals() as term:
         for epoch in range(start_epoch + 1, config.epochs + 1):
             if status != "ok":
                 break
@@ -540,14 +558,15 @@ def _train(config: RunConfig, out: Path, progress: bool | None) -> dict[str, Any
             last_good = copy.deepcopy(model.state_dict())
             last_good_optimizer = copy.deepcopy(optimizer.state_dict())
             g = generator(device, config.seed, "epoch", epoch)
-            sums = train_epoch(step, data, config.batch_size, g, stop=lambda: term.raised)
+            sums = train_epoch(step, data, config.batch_size, g, stop=lambda: term.raised is not None)
             if sums is None:  # preempted mid-epoch: back to the epoch's start, which the checkpoint records
                 model.load_state_dict(last_good)
                 optimizer.load_state_dict(last_good_optimizer)
                 checkpoint(epoch - 1)
                 raise TrainingInterrupted(
-                    f"{out}: stopped by SIGTERM in epoch {epoch}; checkpoint at epoch "
-                    f"{epoch - 1} written, rerun the same command to resume"
+                    f"{out}: stopped by {term.name} in epoch {epoch}; checkpoint at epoch "
+                    f"{epoch - 1} written, rerun the same command to resume",
+                    term.raised,
                 )
             loss_sum, rate_sum, dist_sum = (float(v) / len(data) for v in sums)
             if not math.isfinite(loss_sum):
@@ -570,13 +589,14 @@ def _train(config: RunConfig, out: Path, progress: bool | None) -> dict[str, Any
                 status != "ok"
                 or epoch % config.checkpoint_every == 0
                 or epoch == config.epochs
-                or term.raised
+                or term.raised is not None
             ):
                 checkpoint(epoch)
-            if term.raised and status == "ok" and epoch < config.epochs:
+            if term.raised is not None and status == "ok" and epoch < config.epochs:
                 raise TrainingInterrupted(
-                    f"{out}: stopped by SIGTERM after epoch {epoch}; checkpoint written, "
-                    "rerun the same command to resume"
+                    f"{out}: stopped by {term.name} after epoch {epoch}; checkpoint written, "
+                    "rerun the same command to resume",
+                    term.raised,
                 )
     bar.close()
 
