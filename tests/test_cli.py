@@ -187,6 +187,10 @@ CASES = {
     ),
     "unknown family parameter": (case_train("--param", "sgima=0.1"), "has no parameter 'sgima'"),
     "bad --param": (case_train("--param", "sigma"), "--param expects KEY=VALUE"),
+    "--param twice": (
+        case_train("--param", "sigma=0.1", "--param", "sigma=0.2"),
+        "--param sigma is given twice (0.1 and 0.2): a run takes one value",
+    ),
     "family outside its arena": (case_train("--arena", "binary"), "has no meaning in the binary arena"),
     "unknown arena": (case_train("--arena", "grey"), "unknown arena 'grey'"),
     "unknown data set": (case_train("--dataset", "svhn"), "unknown data set 'svhn'"),

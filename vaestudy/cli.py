@@ -84,10 +84,17 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
         values = RunConfig.from_yaml(args.config).to_dict()
     for f in dataclasses.fields(RunConfig):
         if f.name == "params":
+            given: dict[str, str] = {}  # a flag overrides the config file, not another flag
             for item in args.param:
                 key, sep, value = item.partition("=")
                 if not sep or not key:
                     raise UserError(f"--param expects KEY=VALUE, got {item!r}")
+                if key in given:
+                    raise UserError(
+                        f"--param {key} is given twice ({given[key]} and {value}): a run takes one value "
+                        "(a list in a study config sweeps several)"
+                    )
+                given[key] = value
                 values.setdefault("params", {})[key] = _parse_value(value)
             continue
         raw = getattr(args, f.name)
