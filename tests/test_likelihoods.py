@@ -188,6 +188,11 @@ def test_family_parameters_have_defaults():
         ("gaussian_fixed", {"sigma": "big"}, "sigma must be a finite number"),
         ("gaussian_fixed", {"sigma": float("inf")}, "sigma must be a finite number, got inf"),
         ("gaussian_shared", {"floor": "nan"}, "floor must be a finite number, got nan"),
+        (  # a run config's list: not a sweep, which only a study config's arenas make
+            "gaussian_fixed",
+            {"sigma": [0.1, 0.3]},
+            r"got \[0.1, 0.3\] \(a list sweeps only in a study config's arenas\)",
+        ),
         ("gaussian_shared", {"floor": -0.1}, "floor must be >= 0"),
         ("gaussian_shared", {"init": 0.01, "floor": 0.1}, "init must be > floor"),
         ("gaussian_heteroscedastic", {"floor": -1.0}, "floor must be >= 0"),

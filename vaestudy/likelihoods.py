@@ -400,7 +400,8 @@ def check_params(name: str, params: dict | None = None) -> dict:
     for key, value in params.items():
         wanted = _type_error(allowed[key], value)
         if wanted:
-            raise UserError(f"family {name}: {key} must be {wanted}, got {value!r}")
+            sweep = " (a list sweeps only in a study config's arenas)" if isinstance(value, list) else ""
+            raise UserError(f"family {name}: {key} must be {wanted}, got {value!r}{sweep}")
     params = {**allowed, **params}
     build_likelihood(name, 1, params, checked=True)
     return params
