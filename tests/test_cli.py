@@ -187,6 +187,10 @@ CASES = {
     ),
     "unknown family parameter": (case_train("--param", "sgima=0.1"), "has no parameter 'sgima'"),
     "bad --param": (case_train("--param", "sigma"), "--param expects KEY=VALUE"),
+    "model with --seed and --seeds": (
+        case_model_quality("--seed", "5", "--seeds", "1,2"),
+        "--seed 5 and --seeds 1,2 together: give one of them",
+    ),
     "--param twice": (
         case_train("--param", "sigma=0.1", "--param", "sigma=0.2"),
         "--param sigma is given twice (0.1 and 0.2): a run takes one value",

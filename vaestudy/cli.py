@@ -193,6 +193,10 @@ def _cmd_model(args: argparse.Namespace) -> None:
     log_startup()
     require(args.feature_net.is_file(), f"feature network {args.feature_net} not found")
     check_neighbours(args.quality_k, args.samples)  # before training, where it can be told
+    require(
+        args.seeds is None or args.seed is None,
+        f"--seed {args.seed} and --seeds {','.join(map(str, args.seeds or []))} together: give one of them",
+    )
     config = run_config_from_args(args)
     # and against the data set's size, also before training (training reuses the data loaded here)
     data = load_data(config, resolve_device(config.device))
