@@ -2,11 +2,13 @@
 # config.yaml -> schema check -> grid of runs -> prepare data, feature network -> one job per
 # configuration (train, evaluate, sample quality of each of its seeds)
 # -> collect tables -> figures and report texts (snakemake --report results/report.html).
+import copy
 import sys
 
+from snakemake.common.configfile import load_configfile
 from snakemake.utils import min_version, validate
 
-from vaestudy.study import check_schema
+from vaestudy.study import GRID, check_schema, command_line_grid
 from vaestudy.utils import UserError
 
 min_version("8.20")
@@ -16,6 +18,14 @@ SCHEMA = "workflow/schemas/config.schema.yaml"
 
 configfile: "config.yaml"
 
+# a --configfile or --config that names `arenas` gives the whole grid: Snakemake merges mappings key by
+# key, so a study file of the binary arena alone also ran config.yaml's continuous arena
+grid = command_line_grid(
+    [load_configfile(path) for path in workflow.config_settings.configfiles]
+    + [dict(workflow.config_settings.config)]
+)
+if grid is not None:
+    config[GRID] = copy.deepcopy(grid)
 
 try:  # one line that names the key and the problem, before any job starts
     config.update(check_schema(config, workflow.source_path(SCHEMA)))  # with 1e-3 and --config text as numbers

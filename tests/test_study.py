@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from vaestudy.likelihoods import REGISTRY
-from vaestudy.study import check_schema, config_label, expand_study
+from vaestudy.study import check_schema, command_line_grid, config_label, expand_study, merge_studies
 from vaestudy.utils import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,13 +112,27 @@ def test_bad_studies_name_the_key_and_the_problem(study, message):
 
 def _published_study(name: str) -> dict:
     """workflow/studies/NAME.yaml over the default config, as `--configfile` merges it."""
-    study = copy.deepcopy(DEFAULT)
-    for key, value in yaml.safe_load((ROOT / "workflow" / "studies" / f"{name}.yaml").read_text()).items():
-        if isinstance(value, dict) and key not in ("arenas",):
-            study.setdefault(key, {}).update(value)
-        else:
-            study[key] = value
-    return study
+    return merge_studies(
+        DEFAULT, yaml.safe_load((ROOT / "workflow" / "studies" / f"{name}.yaml").read_text())
+    )
+
+
+def test_a_study_that_names_arenas_replaces_the_whole_grid_and_merges_the_rest_key_by_key():
+    """Merged key by key as Snakemake merges mappings, a study listing only the binary arena also
+    ran config.yaml's continuous arena (15 model jobs where 1 was asked for)."""
+    override = {"arenas": {"binary": [{"family": "bernoulli"}]}, "train": {"epochs": 5}, "seeds": [7]}
+    study = merge_studies(DEFAULT, override)
+    assert study["arenas"] == {"binary": [{"family": "bernoulli"}]}
+    assert study["train"] == {**DEFAULT["train"], "epochs": 5}  # the other training settings kept
+    assert study["model"] == DEFAULT["model"] and study["seeds"] == [7]
+    assert [r.name for r in expand_study(study)] == ["binary/bernoulli/seed7"]
+    assert DEFAULT["arenas"].keys() == {"binary", "continuous"}  # the base is not changed
+    # a study without arenas keeps the base's grid; the last source that names one gives it
+    assert merge_studies(DEFAULT, {"seeds": [1]})["arenas"] == DEFAULT["arenas"]
+    later = {"arenas": {"continuous": [{"family": "mse"}]}}
+    assert merge_studies(DEFAULT, override, later, {"seeds": [2]})["arenas"] == later["arenas"]
+    assert command_line_grid([override, {"seeds": [2]}, later, {"dataset": "x"}]) == later["arenas"]
+    assert command_line_grid([{"seeds": [2]}, None]) is None
 
 
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10"])

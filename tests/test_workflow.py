@@ -105,6 +105,32 @@ def test_dry_run_of_every_published_study(tmp_path, study):
     assert f"results/{study}/runs/continuous/gaussian_fixed-s0.01/seed1/model.pt" in proc.stdout
 
 
+def test_a_study_file_or_config_that_names_arenas_runs_that_grid_alone(tmp_path):
+    """`--configfile` and `--config` merge mappings key by key in Snakemake: a study file of the
+    binary arena alone also ran config.yaml's 14 continuous configurations."""
+    workdir = make_workdir(tmp_path)
+    study = tmp_path / "binary.yaml"
+    study.write_text("arenas:\n  binary:\n    - family: bernoulli\ntrain: {epochs: 5}\n")
+    proc = snakemake(workdir, "-n", "-p", "--configfile", str(study))
+    assert (planned_jobs(proc)["model"], planned_jobs(proc)["anchors"]) == (1, 1)
+    assert "runs/continuous" not in proc.stdout and "--epochs 5 --batch-size 64" in proc.stdout
+    # --config names the grid after the study file: the last that names one gives it
+    published = str(ROOT / "workflow" / "studies" / "mnist.yaml")
+    proc = snakemake(
+        workdir, "-n", "--configfile", published, "--config", "arenas={continuous: [{family: mse}]}"
+    )
+    assert planned_jobs(proc)["model"] == 1 and "runs/continuous/mse/seed1" in proc.stdout
+    vaestudy = str(Path(sys.executable).parent / "vaestudy")
+    listed = subprocess.run(
+        [vaestudy, "study", "--config", str(study)], capture_output=True, text=True, cwd=workdir
+    )
+    assert listed.stdout.split() == [
+        "binary/bernoulli/seed1",
+        "binary/bernoulli/seed2",
+        "binary/bernoulli/seed3",
+    ]
+
+
 @pytest.mark.parametrize(
     "overrides,message",
     [

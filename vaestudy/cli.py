@@ -283,13 +283,22 @@ def _cmd_collect(args: argparse.Namespace) -> None:
 
 
 def _cmd_study(args: argparse.Namespace) -> None:
-    from vaestudy.study import SCHEMA, check_schema, expand_study
+    from vaestudy.study import SCHEMA, check_schema, expand_study, merge_studies
 
-    study = read_yaml(args.config, "study config") or {}
-    require(
-        isinstance(study, dict),
-        f"{args.config}: a study config is a mapping of settings (as config.yaml), not a {type(study).__name__}",
-    )
+    def read_study(path: str) -> dict:
+        study = read_yaml(path, "study config") or {}
+        require(
+            isinstance(study, dict),
+            f"{path}: a study config is a mapping of settings (as config.yaml), not a {type(study).__name__}",
+        )
+        return study
+
+    study = read_study(args.config)
+    base = args.base
+    if base is None and Path(args.config).resolve() != Path("config.yaml").resolve():
+        base = "config.yaml" if Path("config.yaml").is_file() else "none"
+    if base not in (None, "none"):  # as `snakemake --configfile FILE` run from here merges FILE over it
+        study = merge_studies(read_study(base), study)
     if SCHEMA.is_file():  # the workflow's schema, as the Snakefile checks it (a source checkout)
         try:
             study = check_schema(study, SCHEMA)
@@ -573,8 +582,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--history-csv", type=Path, default=None, help="also write the training histories, tidy")
     p.set_defaults(func=_cmd_collect)
 
-    p = sub.add_parser("study", help="list the runs of a study config (checks it)")
-    p.add_argument("--config", default="config.yaml")
+    p = sub.add_parser(
+        "study",
+        help="list the runs of a study config (checks it)",
+        description="List the runs that `snakemake --configfile FILE` run from this folder would train: "
+        "FILE's settings over config.yaml's, as Snakemake merges them (a mapping key by key), "
+        "except `arenas`, which FILE gives whole where it names it.",
+    )
+    p.add_argument("--config", default="config.yaml", metavar="FILE", help="the study (default config.yaml)")
+    p.add_argument(
+        "--base",
+        default=None,
+        help="the config FILE overrides (default config.yaml where this folder has one; none: FILE alone)",
+    )
     p.set_defaults(func=_cmd_study)
 
     p = sub.add_parser("feature-net", help="train the sample-quality feature network of a data set")

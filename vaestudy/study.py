@@ -57,6 +57,35 @@ def check_schema(study: dict[str, Any], schema_path: str | Path) -> dict[str, An
     return study
 
 
+GRID = "arenas"  # the key that lists the models: a study that names it names the whole grid
+
+
+def merge_studies(base: dict[str, Any], *overrides: dict[str, Any]) -> dict[str, Any]:
+    """`base` with each override's settings over it, in order, as Snakemake merges `config.yaml`,
+    `--configfile` files and `--config`: a mapping key by key, any other value replaced, except
+    the grid (`arenas`), which an override that names it replaces whole. Merged key by key, a
+    study file listing only the binary arena would also run config.yaml's continuous one."""
+
+    def merge(into: dict[str, Any], over: dict[str, Any], top: bool) -> dict[str, Any]:
+        merged = dict(into)
+        for key, value in over.items():
+            nested = isinstance(value, dict) and isinstance(merged.get(key), dict)
+            merged[key] = merge(merged[key], value, False) if nested and not (top and key == GRID) else value
+        return merged
+
+    study = dict(base)
+    for override in overrides:
+        study = merge(study, override, True)
+    return study
+
+
+def command_line_grid(sources: list[Any]) -> Any:
+    """The grid of the last of these command-line sources (the `--configfile` files' contents,
+    then `--config`'s settings) that names one, or None where none does."""
+    named = [source[GRID] for source in sources if isinstance(source, dict) and GRID in source]
+    return named[-1] if named else None
+
+
 NULLS = ("null", "Null", "NULL", "~")  # YAML's spellings of null
 
 
