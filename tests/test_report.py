@@ -216,6 +216,10 @@ def test_the_markdown_report_has_every_question_figure_and_table(built):
         assert f"(figures/{name}.png)" in md
         assert (out / "figures" / f"{name}.png").exists()
     assert "## Every model, continuous arena" in md and "## Every model, binary arena" in md
+    # the key to `*` under the continuous arena (BCE on grey levels is starred), not the binary one
+    continuous, binary = md.split("## Every model, continuous arena")[1].split("## Every model, binary arena")
+    assert "`*`: not a normalised density" in continuous and " *" in continuous
+    assert "`*`" not in binary.split("## Training curves")[0]
     assert (out / "tables" / "summary.md").read_text().count("|") > 50
     for name in FIGURES:
         assert (out / "report" / "conclusions" / f"{name}.rst").exists()
@@ -301,6 +305,19 @@ def test_a_study_of_the_binary_arena_alone_gives_every_figure_and_answer(tmp_pat
     ans = {a.key: a.short for a in answers(summary)}
     assert ans["q1"] == "No configuration with `mse` ran, so this run cannot answer it."
     assert ans["q4"] == "This run lacks the Bernoulli or the continuous Bernoulli on grey levels."
+    # the continuous arena's table has no rows but reads as a table (it was an empty file)
+    (tmp_path / "tables").mkdir()
+    metrics.to_csv(tmp_path / "tables" / "metrics.csv", index=False)
+    summary.to_csv(tmp_path / "tables" / "summary.csv", index=False)
+    write_report(
+        tmp_path / "tables" / "summary.csv", tmp_path / "tables" / "metrics.csv", tmp_path, "seeds: [1]\n"
+    )
+    continuous = pd.read_csv(tmp_path / "tables" / "continuous.csv")
+    assert continuous.empty and list(continuous.columns) == ["model", "seeds", "diverged"]
+    assert len(pd.read_csv(tmp_path / "tables" / "binary.csv")) == 1
+    md = (tmp_path / "tables" / "summary.md").read_text()
+    assert "continuous arena" not in md and "binary arena" in md
+    assert "`*`" not in md  # the binary Bernoulli is a normalised pmf: no number to mark
 
 
 def test_labels_of_points_close_together_do_not_overlap():

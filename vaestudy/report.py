@@ -412,8 +412,8 @@ def arena_table(summary: pd.DataFrame, arena: str) -> pd.DataFrame:
     """Per configuration, every key metric as 'mean +- half 95% interval', sorted by calibrated bpd
     (bpd in the binary arena); not-comparable numbers marked with '*'."""
     s = summary[(summary.arena == arena) & (summary.family != "anchor")]
-    if s.empty:
-        return pd.DataFrame()
+    if s.empty:  # its header alone: an empty file is no CSV to pandas ("No columns to parse")
+        return pd.DataFrame(columns=["model", "seeds", "diverged"])
     sort_metric = "calibrated_bpd" if arena == "continuous" else "bpd"
     order = s[s.metric == sort_metric].sort_values("mean").config.tolist()
     order += [c for c in dict.fromkeys(s.config) if c not in order]
@@ -491,20 +491,12 @@ def report_markdown(
         out += [f"## Q{i}. {a.question}", "", a.short, ""] + [f"- {e}" for e in a.evidence] + [""]
         out += [f"![{fig}]({figure_dir}/{fig}.png)" for fig in a.figures] + [""]
     out += [
-        COMPARE.replace("------------------------------", "").replace(
+        COMPARE.replace("------------------------------\n", "").replace(
             "Which numbers compare, and why", "## Which numbers compare, and why"
         )
     ]
     for arena, table in tables.items():
-        if not table.empty:
-            out += [
-                f"## Every model, {arena} arena",
-                "",
-                "`*`: not a normalised density, does not compare.",
-                "",
-                _md_table(table),
-                "",
-            ]
+        out += _md_arena_section(f"Every model, {arena} arena", table)
     out += ["## Training curves", ""] + [
         f"![{n}]({figure_dir}/{n}.png)"
         for n in ("training_loss", "training_rate", "training_distortion", "training_sigma")
@@ -525,6 +517,16 @@ def report_markdown(
         "",
     ]
     return "\n".join(out)
+
+
+def _md_arena_section(heading: str, table: pd.DataFrame) -> list[str]:
+    """An arena's table under a heading, with the key to `*` where a number has one; nothing for
+    an arena without models."""
+    if table.empty:
+        return []
+    starred = table.map(lambda cell: str(cell).endswith(" *")).to_numpy().any()
+    key = ["`*`: not a normalised density, does not compare.", ""] if starred else []
+    return [f"## {heading}", "", *key, _md_table(table), ""]
 
 
 def write_report(
@@ -558,15 +560,7 @@ def write_report(
     md = []
     for arena, table in tables.items():
         atomic_write_text(out / "tables" / f"{arena}.csv", table.to_csv(index=False))
-        if not table.empty:
-            md += [
-                f"## {arena} arena",
-                "",
-                "`*`: not a normalised density, does not compare.",
-                "",
-                _md_table(table),
-                "",
-            ]
+        md += _md_arena_section(f"{arena} arena", table)
     written["summary_md"] = out / "tables" / "summary.md"
     atomic_write_text(written["summary_md"], "\n".join(md))
     grids = []
