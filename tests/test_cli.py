@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from vaestudy.cli import main
+from vaestudy.cli import build_parser, main
 
 TINY = ["--epochs", "1", "--hidden", "16", "--latent", "2", "--max-train", "200", "--device", "cpu"]
 
@@ -523,3 +523,17 @@ def test_output_to_a_reader_that_has_gone_ends_quietly():
     proc.stdout.close()  # gone before the child, still importing, writes anything
     _, err = proc.communicate(timeout=120)
     assert (proc.returncode, err) == (141, b"")
+
+
+def test_every_option_of_every_command_says_what_it_is():
+    """`vaestudy CMD --help` explains each flag (prepare, anchors, figures, ... listed several bare)."""
+    import argparse
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    bare = [
+        f"{name} {action.option_strings[-1]}"
+        for name, parser in sub.choices.items()
+        for action in parser._actions
+        if action.option_strings and not isinstance(action, argparse._HelpAction) and not action.help
+    ]
+    assert bare == []

@@ -1,4 +1,4 @@
-"""The command line that the Snakemake rules call: one subcommand per step (vaestudy --help lists them).
+"""vaestudy's commands, each one step of the study that the Snakemake rules call (vaestudy CMD --help for its settings).
 
 Every user mistake ends in one line on stderr and exit status 2, without a traceback, before
 any work where the mistake can be seen then (a bad setting, an output that cannot be written).
@@ -125,6 +125,9 @@ def _train(config: RunConfig, out: Path) -> None:
 
 
 SAMPLES_HELP = "images per kind of sample (default and most: the test set size; the number used is recorded)"
+FEATURE_NET_HELP = "network file (.pt) of vaestudy feature-net"
+SUMMARY_HELP = "summary.csv of vaestudy collect"
+METRICS_HELP = "metrics.csv of vaestudy collect"
 SEED_FIELD = "{seed}"  # in vaestudy model's --out and --figure: the seed of each model
 
 
@@ -308,15 +311,30 @@ def _cmd_study(args: argparse.Namespace) -> None:
         print(run.name)
 
 
-def _add_data_arguments(p: argparse.ArgumentParser, arena: bool = True) -> None:
+def _add_data_arguments(p: argparse.ArgumentParser, arena: bool = True, compute: bool = True) -> None:
     p.add_argument("--dataset", default="digits", help="data set (default digits)")
     if arena:
         p.add_argument("--arena", default="continuous", help="binary or continuous (default continuous)")
     p.add_argument("--data-root", default=None, help="folder of the torchvision data sets")
     p.add_argument("--download", action="store_true", help="let torchvision download a missing data set")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the splits (default 0)")
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="validation share of the training images (default 0.1)",
+    )
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.2,
+        help="test share where the data set has no test split, as digits (default 0.2)",
+    )
+    if compute:
+        _add_compute_arguments(p)
+
+
+def _add_compute_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--threads", type=_positive_int("threads"), default=None, help="CPU threads for torch")
 
@@ -552,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--threads", type=_positive_int("threads"), default=None, help="CPU threads for torch")
     _add_evaluate_arguments(p)
-    p.add_argument("--feature-net", required=True, type=Path, help="network file of vaestudy feature-net")
+    p.add_argument("--feature-net", required=True, type=Path, help=FEATURE_NET_HELP)
     p.add_argument("--samples", type=_positive_int("samples"), default=None, help=SAMPLES_HELP)
     p.add_argument(
         "--quality-k", type=_positive_int("k"), default=3, help="nearest neighbours of precision/recall"
@@ -563,20 +581,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_model)
 
     p = sub.add_parser("prepare", help="check that a data set loads and record its splits")
-    p.add_argument("--dataset", default="digits")
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--download", action="store_true")
-    p.add_argument("--data-seed", type=int, default=0)
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--test-fraction", type=float, default=0.2)
+    _add_data_arguments(p, arena=False, compute=False)
     p.add_argument("--out", required=True, type=Path, help="JSON file to write")
     p.set_defaults(func=_cmd_prepare)
 
     p = sub.add_parser("collect", help="merge metrics JSON files into the tidy table and its summary")
     p.add_argument("metrics", nargs="+", help="metrics.json files under RESULTS/runs/<run>/")
     p.add_argument("--results", default="results", help="results folder (default results)")
-    p.add_argument("--metrics-csv", required=True, type=Path)
-    p.add_argument("--summary-csv", required=True, type=Path)
+    p.add_argument("--metrics-csv", required=True, type=Path, help="the tidy table to write")
+    p.add_argument("--summary-csv", required=True, type=Path, help="the per-configuration summary to write")
     p.add_argument("--anchors", nargs="*", default=[], help="anchors JSON files of vaestudy anchors")
     p.add_argument("--feature-facts", default=None, help="JSON of vaestudy feature-net (its accuracy)")
     p.add_argument("--history-csv", type=Path, default=None, help="also write the training histories, tidy")
@@ -599,31 +612,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("feature-net", help="train the sample-quality feature network of a data set")
     _add_data_arguments(p, arena=False)
-    p.add_argument("--epochs", type=_positive_int("epochs"), default=30)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=_positive_int("epochs"), default=30, help="training epochs (default 30)")
+    p.add_argument("--seed", type=int, default=0, help="seed of its initialisation and batches (default 0)")
     p.add_argument("--out", required=True, type=Path, help="network file (.pt) to write")
     p.add_argument("--facts", required=True, type=Path, help="JSON with its test accuracy")
     p.set_defaults(func=_cmd_feature_net)
 
     p = sub.add_parser("anchors", help="sample-quality anchors: test vs train images, and uniform noise")
     _add_data_arguments(p)
-    p.add_argument("--feature-net", required=True, type=Path)
+    p.add_argument("--feature-net", required=True, type=Path, help=FEATURE_NET_HELP)
     p.add_argument("--samples", type=_positive_int("samples"), default=None, help=SAMPLES_HELP)
     p.add_argument("--k", type=_positive_int("k"), default=3, help="nearest neighbours of precision/recall")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--seed", type=int, default=0, help="seed of the images drawn (default 0)")
+    p.add_argument("--out", required=True, type=Path, help="anchors JSON file to write")
     p.set_defaults(func=_cmd_anchors)
 
     p = sub.add_parser(
         "quality", help="sample quality of a trained run: FID, precision/recall, entropy, grids"
     )
     p.add_argument("--run", required=True, type=Path, help="folder written by vaestudy train")
-    p.add_argument("--feature-net", required=True, type=Path)
+    p.add_argument("--feature-net", required=True, type=Path, help=FEATURE_NET_HELP)
     p.add_argument("--samples", type=_positive_int("samples"), default=None, help=SAMPLES_HELP)
     p.add_argument("--k", type=_positive_int("k"), default=3, help="nearest neighbours of precision/recall")
     p.add_argument("--seed", type=int, default=None, help="sampling seed (default: the run's seed)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=_positive_int("threads"), default=None, help="CPU threads for torch")
+    _add_compute_arguments(p)
     p.add_argument("--out", required=True, type=Path, help="quality JSON file to write")
     p.add_argument(
         "--figure", type=Path, default=None, help="PNG of test images, reconstructions, means, draws"
@@ -631,15 +643,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_quality)
 
     p = sub.add_parser("figures", help="the study's seaborn figures from the tidy tables")
-    p.add_argument("--summary", required=True, type=Path)
-    p.add_argument("--metrics", required=True, type=Path)
+    p.add_argument("--summary", required=True, type=Path, help=SUMMARY_HELP)
+    p.add_argument("--metrics", required=True, type=Path, help=METRICS_HELP)
     p.add_argument("--history", type=Path, default=None, help="tidy training histories")
-    p.add_argument("--out-dir", required=True, type=Path)
+    p.add_argument("--out-dir", required=True, type=Path, help="folder of the figures (PNG and SVG)")
     p.set_defaults(func=_cmd_figures)
 
     p = sub.add_parser("report", help="the answers from this run's numbers, tables and report.md")
-    p.add_argument("--summary", required=True, type=Path)
-    p.add_argument("--metrics", required=True, type=Path)
+    p.add_argument("--summary", required=True, type=Path, help=SUMMARY_HELP)
+    p.add_argument("--metrics", required=True, type=Path, help=METRICS_HELP)
     p.add_argument("--results", required=True, type=Path, help="results folder (report texts go below it)")
     p.add_argument("--config", type=Path, default=None, help="the study config to show in the report")
     p.add_argument("--config-text", default=None, help="the study config as text (instead of --config)")
@@ -647,13 +659,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("reference", help="copy the Markdown report and its figures to a folder kept in git")
-    p.add_argument("--results", default="results", type=Path)
-    p.add_argument("--out", default=Path("results/reference"), type=Path)
+    p.add_argument("--results", default="results", type=Path, help="the study's results (default results)")
+    p.add_argument(
+        "--out",
+        default=Path("results/reference"),
+        type=Path,
+        help="where to copy (default results/reference)",
+    )
     p.set_defaults(func=_cmd_reference)
 
     p = sub.add_parser("bench", help="trainer and IWAE against the textbook loop and the matmul rate")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--train-images", type=_positive_int("train images"), default=10_000)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument(
+        "--train-images",
+        type=_positive_int("train images"),
+        default=10_000,
+        help="synthetic 784-pixel images per timed training epoch (default 10000)",
+    )
     p.add_argument(
         "--repeats",
         type=_positive_int("repeats"),
@@ -674,9 +696,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the trainer's step: auto = compiled and captured as CUDA graphs on CUDA, eager on CPU; "
         "graph = captured only; always = compiled (and on CUDA captured); never = eager",
     )
-    p.add_argument("--k", type=_positive_int("K"), default=5000)
     p.add_argument(
-        "--max-elements", type=_positive_int("max elements"), default=None, help="default as evaluate's"
+        "--k", type=_positive_int("K"), default=5000, help="importance samples of the IWAE (default 5000)"
+    )
+    p.add_argument(
+        "--max-elements",
+        type=_positive_int("max elements"),
+        default=None,
+        help="decoder outputs per IWAE chunk (default as evaluate's)",
     )
     p.add_argument("--threads", type=_positive_int("threads"), default=None, help="CPU threads for torch")
     p.add_argument("--out", type=Path, default=None, help="CSV file of the table")
