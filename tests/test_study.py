@@ -209,3 +209,24 @@ def test_a_number_where_the_schema_takes_only_text():
         "results: 1.5 is not of type 'string' (read as a number, as Snakemake's --config does even in "
         "quotes: use a name that is not one)"
     )
+
+
+@pytest.mark.parametrize(
+    "study,message",
+    [
+        ({"train": None}, "train: has no value (null, as YAML reads an empty key); it must be a mapping"),
+        ({"arenas": None}, "arenas: has no value (null, as YAML reads an empty key); it must be a mapping"),
+        ({"seeds": None}, "seeds: has no value (null, as YAML reads an empty key); it must be a list"),
+        ({"results": None}, "results: has no value (null, as YAML reads an empty key); it must be text"),
+        # Snakemake's --config 'train={epochs: null}' passes the text 'null'
+        (
+            {"train": {"epochs": "null"}},
+            "train.epochs: has no value (null, as YAML reads an empty key); it must be an integer",
+        ),
+    ],
+)
+def test_a_key_left_empty_says_so_and_what_it_must_be(study, message):
+    """`train:` with nothing after it said "train: None is not of type 'object'"."""
+    with pytest.raises(UserError) as info:
+        check_schema(study, SCHEMA_FILE)
+    assert str(info.value) == message

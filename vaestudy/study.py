@@ -23,6 +23,16 @@ NAME_PART = re.compile(r"^[A-Za-z0-9_.\-]+$")  # one path component: no '/', so 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
 
+SCHEMA_TYPES = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "text",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+}
+
+
 def check_schema(study: dict[str, Any], schema_path: str | Path) -> dict[str, Any]:
     """Check a study against the JSON schema; raise UserError 'key.path: problem' for the first error.
 
@@ -53,6 +63,13 @@ def check_schema(study: dict[str, Any], schema_path: str | Path) -> dict[str, An
             why = (
                 " (read as a number, as Snakemake's --config does even in quotes: use a name that is not one)"
             )
+        if error.validator == "type" and (error.instance is None or error.instance in NULLS):
+            # `train:` with nothing after it, or --config 'train={epochs: null}' (text there)
+            kinds = (
+                error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+            )
+            wanted = " or ".join(SCHEMA_TYPES.get(k, k) for k in kinds)
+            raise UserError(f"{where}: has no value (null, as YAML reads an empty key); it must be {wanted}")
         raise UserError(f"{where}: {error.message}{why}")
     return study
 
