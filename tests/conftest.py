@@ -58,3 +58,17 @@ def mnist_root(tmp_path):
     root = tmp_path / "data"
     images = write_mnist(root)
     return root, images
+
+
+@pytest.fixture(params=["mkl", "onednn"])
+def cpu_matmul(request, monkeypatch):
+    """Each library of the CPU's float32 products (utils.onednn_products), whatever this processor
+    would pick: the tests of either path run on every machine."""
+    from vaestudy.utils import CPU_MATMUL_ENV, onednn_available, onednn_products
+
+    if request.param == "onednn" and not onednn_available():
+        pytest.skip("this torch has no oneDNN linear layer")
+    monkeypatch.setenv(CPU_MATMUL_ENV, request.param)
+    onednn_products.cache_clear()
+    yield request.param
+    onednn_products.cache_clear()

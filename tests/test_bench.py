@@ -46,6 +46,7 @@ def test_the_benchmark_table_is_complete_and_consistent(tmp_path, compile):
     measures = [r["measure"] for r in rows]
     expected = [
         "trainer (eager) images/s vs textbook loop",  # auto: eager on the CPU
+        "large matmul FLOP/s, oneDNN vs MKL",
         "training step FLOP/s vs large matmul",
         "training epoch (with batches) FLOP/s vs large matmul",
         "IWAE FLOP/s vs large matmul",

@@ -254,3 +254,16 @@ def test_bernoulli_log_prob_of_many_samples_is_as_accurate_as_softplus(binary):
     assert error <= 2 * plain_error + 1e-3
     assert (fast - reference).abs().div(reference.abs()).max() < 1e-6
     assert (plain - reference).abs().div(reference.abs()).max() < 1e-6
+
+
+@pytest.mark.parametrize("shape", [(4, 12), (3, 4, 12)], ids=["images", "samples"])
+def test_the_bernoulli_gradient_of_the_cpu_formula_by_finite_differences(shape, cpu_matmul):
+    """The Bernoulli's log_prob on the CPU (log sigmoid(|o|) as logs of products, with its own
+    gradient x - sigmoid(o)), in float64: gradients in o and x against finite differences
+    (torch.autograd.gradcheck), values against torch.distributions."""
+    g = torch.Generator().manual_seed(3)
+    lik = build_likelihood("bernoulli", 12).double()
+    o = (3 * torch.randn(shape, generator=g, dtype=torch.float64)).requires_grad_()
+    x = torch.rand((4, 12), generator=g, dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(lik.log_prob, (o, x))
+    torch.testing.assert_close(lik.log_prob(o, x), lik.distribution(o).log_prob(x), rtol=1e-12, atol=1e-12)

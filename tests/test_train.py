@@ -284,10 +284,14 @@ def test_fused_adam_equals_torch_optim_fused_adam_bit_for_bit():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("activation,dtype", [("tanh", torch.float32), ("relu", torch.float64)])
-def test_the_mlp_computes_what_sequential_does(activation, dtype):
-    """The MLP keeps its hidden activations features first on the CPU: the same function and
-    gradients as nn.Sequential's layer-by-layer forward, for inputs with any leading dimensions."""
+@pytest.mark.parametrize(
+    "activation,dtype",
+    [("tanh", torch.float32), ("relu", torch.float32), ("softplus", torch.float32), ("relu", torch.float64)],
+)
+def test_the_mlp_computes_what_sequential_does(activation, dtype, cpu_matmul):
+    """The MLP on the CPU (its hidden activations features first through MKL, or its float32
+    products, with a tanh or relu fused, through oneDNN): the same function and gradients as
+    nn.Sequential's layer-by-layer forward, for inputs with any leading dimensions."""
     from torch import nn
 
     from vaestudy.model import _mlp
@@ -307,6 +311,75 @@ def test_the_mlp_computes_what_sequential_does(activation, dtype):
         torch.testing.assert_close(outputs[0], outputs[1], **tol)
         for a, b in zip(*grads, strict=True):
             torch.testing.assert_close(a, b, **tol)
+
+
+def test_the_oneDNN_linear_layer_against_float64(cpu_matmul):
+    """The MLP's float32 values and gradients (input and parameters) within float32's rounding of
+    the same MLP in float64, with either library's products."""
+    from torch import nn
+
+    from vaestudy.model import _mlp
+
+    torch.manual_seed(0)
+    mlp = _mlp([784, 500, 500, 40], "tanh")
+    exact = _mlp([784, 500, 500, 40], "tanh").double()
+    exact.load_state_dict({k: v.double() for k, v in mlp.state_dict().items()})
+    x = torch.rand(128, 784, requires_grad=True)
+    x64 = x.detach().double().requires_grad_()
+    out, ref = mlp(x), nn.Sequential.forward(exact, x64)
+    grads = torch.autograd.grad(out.pow(2).sum(), [x, *mlp.parameters()])
+    refs = torch.autograd.grad(ref.pow(2).sum(), [x64, *exact.parameters()])
+    assert float((out - ref).detach().abs().max() / ref.detach().abs().max()) < 1e-5
+    for a, b in zip(grads, refs, strict=True):
+        assert float((a - b).abs().max() / b.abs().max()) < 1e-5
+
+
+def test_the_cpu_products_follow_the_processor_unless_set(monkeypatch):
+    """auto: oneDNN on AMD processors, MKL on others; VAESTUDY_CPU_MATMUL=mkl or onednn sets it; any
+    other value is a user error naming the variable and its choices."""
+    from vaestudy import utils
+
+    vendor = {"vendor_id": "AuthenticAMD"}
+    monkeypatch.setattr(utils, "cpu_info", lambda key: vendor.get(key, ""))
+    try:
+        for value, vendor_id, expected in [
+            ("auto", "AuthenticAMD", utils.onednn_available()),
+            ("", "AuthenticAMD", utils.onednn_available()),
+            ("auto", "GenuineIntel", False),
+            ("mkl", "AuthenticAMD", False),
+            ("onednn", "GenuineIntel", utils.onednn_available()),
+        ]:
+            vendor["vendor_id"] = vendor_id
+            monkeypatch.setenv(utils.CPU_MATMUL_ENV, value)
+            utils.onednn_products.cache_clear()
+            assert utils.onednn_products() is expected, (value, vendor_id)
+        monkeypatch.setenv(utils.CPU_MATMUL_ENV, "blas")
+        utils.onednn_products.cache_clear()
+        with pytest.raises(UserError, match="VAESTUDY_CPU_MATMUL='blas': must be one of auto, mkl, onednn"):
+            utils.onednn_products()
+    finally:
+        utils.onednn_products.cache_clear()
+
+
+def test_resume_is_bit_identical_with_either_library_of_products(tmp_path, cpu_matmul):
+    """A run resumed from its checkpoint ends with the weights and history of the uninterrupted
+    run, with the products of MKL and of oneDNN (the Bernoulli and its own gradient too)."""
+    base = dict(SMALL, epochs=4, checkpoint_every=2)
+    for family in ("bernoulli", "gaussian_fixed"):
+        whole, parts = tmp_path / f"{family}-whole", tmp_path / f"{family}-parts"
+        train(
+            RunConfig(family=family, arena="binary" if family == "bernoulli" else "continuous", **base),
+            whole,
+            progress=False,
+        )
+        for epochs in (2, 4):
+            config = dict(base, epochs=epochs)
+            train(
+                RunConfig(family=family, arena="binary" if family == "bernoulli" else "continuous", **config),
+                parts,
+                progress=False,
+            )
+        _assert_same_run(whole, parts)
 
 
 def test_training_does_not_import_torch_dynamo():

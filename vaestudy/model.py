@@ -15,11 +15,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from vaestudy.likelihoods import Likelihood
-from vaestudy.utils import first_line
+from vaestudy.utils import first_line, onednn_available, onednn_products
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus, "elu": nn.ELU, "gelu": nn.GELU}
 IN_PLACE = {nn.Tanh: torch.Tensor.tanh_, nn.ReLU: torch.Tensor.relu_}
 FUSED_ACTIVATIONS = ("tanh", "relu")  # the activations oneDNN's linear fuses (its names for them too)
+FUSED = {nn.Tanh: "tanh", nn.ReLU: "relu"}
 ARCHITECTURES = ("mlp", "conv")
 
 
@@ -46,16 +47,33 @@ class MLP(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu":
             return super().forward(x)
-        *hidden, last = self
         flat = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])  # no view taken where none is needed
+        if not torch.compiler.is_compiling() and x.dtype == torch.float32 and onednn_products():
+            out = self._forward_onednn(flat)
+        else:
+            out = self._forward_features_first(flat)
+        return out if x.dim() == 2 else out.view(*x.shape[:-1], -1)
+
+    def _forward_onednn(self, h: torch.Tensor) -> torch.Tensor:
+        layers = list(self)
+        for i, layer in enumerate(layers):
+            if isinstance(layer, nn.Linear):
+                after = layers[i + 1] if i + 1 < len(layers) else None
+                fused = FUSED.get(type(after), "none")
+                h = OneDNNLinear.apply(h, layer.weight, layer.bias, fused)
+            elif type(layer) not in FUSED:  # applied by the layer before it
+                h = layer(h)
+        return h
+
+    def _forward_features_first(self, flat: torch.Tensor) -> torch.Tensor:
+        *hidden, last = self
         h = flat.t()
         for layer in hidden:
             if isinstance(layer, nn.Linear):
                 h = torch.addmm(layer.bias.unsqueeze(1), layer.weight, h)
             else:  # after a Linear layer, whose fresh output autograd does not keep: in place if it can
                 h = IN_PLACE.get(type(layer), layer)(h)
-        out = F.linear(h.t(), last.weight, last.bias)
-        return out if x.dim() == 2 else out.view(*x.shape[:-1], -1)
+        return F.linear(h.t(), last.weight, last.bias)
 
 
 def _mlp(sizes: list[int], activation: str) -> MLP:
@@ -188,7 +206,7 @@ class SampleDecoder:
             or activation not in FUSED_ACTIVATIONS
             or weight.device.type != "cpu"
             or weight.dtype != torch.float32
-            or not torch.backends.mkldnn.is_available()
+            or not onednn_available()
         ):
             return
         linear = [m for m in model.decoder if isinstance(m, nn.Linear)]
@@ -214,6 +232,34 @@ class SampleDecoder:
                 )
                 self.layers = []
         return self.model.decode(z)
+
+
+class OneDNNLinear(torch.autograd.Function):
+    """activation(F.linear(x, weight, bias)), activation "tanh", "relu" or "none", with its three
+    products (the output, the input's and the weight's gradients) computed by oneDNN's linear
+    layer on unpacked weights, in float32 as torch's: x W^T + b, g W, g^T x. The activation is
+    applied inside the product's kernel (no pass of its own); its gradient comes from the
+    output, as torch's tanh and relu take theirs. For 2-d x on the CPU."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, activation: str):
+        y = torch.ops.mkldnn._linear_pointwise(x, weight, bias, activation, [], "")
+        ctx.activation = activation
+        ctx.save_for_backward(x, weight, y if activation != "none" else None)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight, y = ctx.saved_tensors
+        if ctx.activation == "tanh":
+            grad = torch.ops.aten.tanh_backward(grad, y)
+        elif ctx.activation == "relu":
+            grad = torch.ops.aten.threshold_backward(grad, y, 0)
+        linear = torch.ops.mkldnn._linear_pointwise
+        grad_x = linear(grad, weight.t(), None, "none", [], "") if ctx.needs_input_grad[0] else None
+        grad_w = linear(grad.t(), x.t(), None, "none", [], "") if ctx.needs_input_grad[1] else None
+        grad_b = grad.sum(0) if ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b, None
 
 
 def kl_standard_normal(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
