@@ -124,9 +124,9 @@ def _bernoulli_log_prob_softplus(o: torch.Tensor, x: torch.Tensor) -> torch.Tens
 
 
 def _bernoulli_log_prob_samples(o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """x.o - sum softplus(o) for outputs o (S..., B, D), with or without samples in front of images x (B, D):
-    the IWAE loop's hot spot, computed with one transcendental function per output instead of
-    softplus's exp and log1p (on CPU softplus alone took a sixth of IWAE's time).
+    """x.o - sum softplus(o) for outputs o (S..., B, D) of images x (B, D), with or without
+    samples in front: the IWAE loop's hot spot, computed with one transcendental function per
+    output instead of softplus's exp and log1p (on CPU softplus alone took a sixth of IWAE's time).
 
     softplus(o) = relu(o) - log sigmoid(|o|) and relu(o) = (o + |o|) / 2, so the value is
     (x - 1/2).o - sum |o| / 2 + sum log sigmoid(|o|): one batched matrix-vector product of o
