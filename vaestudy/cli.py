@@ -18,6 +18,7 @@ from vaestudy.config import COMPILE_CHOICES, RunConfig
 from vaestudy.utils import (
     UserError,
     check_output_folder,
+    cpu_matmul_choice,
     keep_freed_memory,
     log_startup,
     read_text,
@@ -738,6 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        cpu_matmul_choice()  # a bad VAESTUDY_CPU_MATMUL is said before any work
         keep_freed_memory()  # before the command allocates anything large
         if getattr(args, "threads", None):
             import torch

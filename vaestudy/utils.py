@@ -288,17 +288,23 @@ def onednn_products() -> bool:
     IWAE), and keeps it elsewhere (on a 2-core Intel Xeon MKL was the faster on these shapes).
     The choice depends on the processor alone, never on a timing, so that a run resumed on the
     same machine computes as the uninterrupted one did."""
-    choice = os.environ.get(CPU_MATMUL_ENV, "auto").strip().lower() or "auto"
-    require(
-        choice in CPU_MATMUL_CHOICES,
-        f"{CPU_MATMUL_ENV}={os.environ.get(CPU_MATMUL_ENV)!r}: must be one of {', '.join(CPU_MATMUL_CHOICES)}",
-    )
+    choice = cpu_matmul_choice()
     if choice == "mkl":
         return False
     if choice == "onednn":
         require(onednn_available(), f"{CPU_MATMUL_ENV}=onednn: this torch has no oneDNN linear layer")
         return True
     return onednn_available() and cpu_info("vendor_id") == "AuthenticAMD"
+
+
+def cpu_matmul_choice() -> str:
+    """VAESTUDY_CPU_MATMUL, checked: auto (also where unset or empty), mkl or onednn."""
+    choice = os.environ.get(CPU_MATMUL_ENV, "auto").strip().lower() or "auto"
+    require(
+        choice in CPU_MATMUL_CHOICES,
+        f"{CPU_MATMUL_ENV}={os.environ.get(CPU_MATMUL_ENV)!r}: must be one of {', '.join(CPU_MATMUL_CHOICES)}",
+    )
+    return choice
 
 
 def onednn_available() -> bool:
