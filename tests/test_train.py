@@ -365,20 +365,11 @@ def test_resume_is_bit_identical_with_either_library_of_products(tmp_path, cpu_m
     """A run resumed from its checkpoint ends with the weights and history of the uninterrupted
     run, with the products of MKL and of oneDNN (the Bernoulli and its own gradient too)."""
     base = dict(SMALL, epochs=4, checkpoint_every=2)
-    for family in ("bernoulli", "gaussian_fixed"):
+    for family, arena in (("bernoulli", "binary"), ("gaussian_fixed", "continuous")):
         whole, parts = tmp_path / f"{family}-whole", tmp_path / f"{family}-parts"
-        train(
-            RunConfig(family=family, arena="binary" if family == "bernoulli" else "continuous", **base),
-            whole,
-            progress=False,
-        )
+        train(RunConfig(family=family, arena=arena, **base), whole, progress=False)
         for epochs in (2, 4):
-            config = dict(base, epochs=epochs)
-            train(
-                RunConfig(family=family, arena="binary" if family == "bernoulli" else "continuous", **config),
-                parts,
-                progress=False,
-            )
+            train(RunConfig(family=family, arena=arena, **dict(base, epochs=epochs)), parts, progress=False)
         _assert_same_run(whole, parts)
 
 
