@@ -190,6 +190,51 @@ def test_gpu_checks_script_without_cuda_says_so_in_one_line_and_writes_nothing(t
     assert not (tmp_path / "out").exists()
 
 
+def test_gpu_session_script_refuses_without_steps_out_or_wheels_in_one_line(tmp_path):
+    """tests/gpu_session.sh, in a copy of the repository without .whl/: each missing piece is one
+    line and exit 2, before any install."""
+    import shutil
+    import subprocess
+
+    (tmp_path / "tests").mkdir()
+    script = tmp_path / "tests" / "gpu_session.sh"
+    shutil.copy(Path(__file__).parent / "gpu_session.sh", script)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "OUT"}
+    cases = [
+        ([], env, "usage"),
+        (["tests bench"], env, "$OUT is not a folder"),
+        (["tests bench"], {**env, "OUT": str(out)}, "no wheels in .whl"),
+    ]
+    for args, run_env, says in cases:
+        run = subprocess.run(["bash", str(script), *args], capture_output=True, text=True, env=run_env)
+        assert run.returncode == 2, (args, run.stderr)
+        assert run.stderr.count("\n") == 1 and says in run.stderr, (args, run.stderr)
+    assert list(out.iterdir()) == []
+
+
+def test_gpu_wheels_script_needs_snakemake_in_its_python_to_pin_the_versions(tmp_path):
+    """tests/gpu_wheels.sh pins snakemake and its Slurm plugin to the versions of the Python it
+    runs with: one without them (site-packages off) is one line and exit 2, and nothing fetched."""
+    import subprocess
+    import sys
+
+    bare = tmp_path / "python"
+    bare.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
+    bare.chmod(0o755)
+    script = Path(__file__).parent / "gpu_wheels.sh"
+    run = subprocess.run(
+        ["bash", str(script), str(tmp_path / "wheels")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": str(bare)},
+    )
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.count("\n") == 1 and "snakemake is not installed" in run.stderr
+    assert not (tmp_path / "wheels").exists()
+
+
 GLIBC = "CS_GNU_LIBC_VERSION" in getattr(os, "confstr_names", {})
 
 

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One call of this workplace's `device` tool on a lent GPU machine: install vaestudy there from
+# the wheels of tests/gpu_wheels.sh (no registry there), then run tests/gpu_checks.sh and leave
+# its logs and tables in $OUT, the folder that comes back. Sized for a session's 15 minutes of
+# device time, in two calls of at most 10 minutes each (the machine's start is a minute or two):
+#   run(command='bash tests/gpu_session.sh "tests bench"', carry=[".whl"], timeout_s=480)
+#   run(command='bash tests/gpu_session.sh study 2', carry=[".whl"], timeout_s=540)
+# The first runs the CUDA tests and `vaestudy bench --device cuda`; the second times the
+# MNIST-scale study on synthetic data for EPOCHS epochs and projects it to its full 200.
+#
+# usage: bash tests/gpu_session.sh STEPS [EPOCHS]   (STEPS and EPOCHS as tests/gpu_checks.sh's)
+# Exit status: gpu_checks.sh's; 2 without the wheels or $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 1 ] || { echo "gpu_session: usage: bash tests/gpu_session.sh STEPS [EPOCHS]" >&2; exit 2; }
+[ -n "${OUT:-}" ] && [ -d "$OUT" ] || { echo "gpu_session: \$OUT is not a folder: run this through the device tool" >&2; exit 2; }
+ls .whl/*.whl >/dev/null 2>&1 || { echo "gpu_session: no wheels in .whl: run tests/gpu_wheels.sh here and carry .whl" >&2; exit 2; }
+
+export PYTHONUNBUFFERED=1
+start=$(date +%s)
+# what the machine lacks, resolved offline against what it has; vaestudy itself as the README installs it
+python3 -m pip install -q --no-index --find-links .whl --no-compile -e . 2>&1 | tee "$OUT/install.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || { echo "gpu_session: the install failed (install.log)" >&2; exit 1; }
+echo "gpu_session: installed in $(($(date +%s) - start)) s" >&2
+
+checks=/tmp/gpu_checks
+rm -rf "$checks"
+bash tests/gpu_checks.sh "$checks" "${2:-}" "$1"
+status=$?
+# at most 8 files come back: the logs and tables of gpu_checks.sh, and the study's summary tables
+for f in device.csv tests_cuda.log bench_cuda.log bench_cuda.csv study.log study_bench.csv; do
+    [ -f "$checks/$f" ] && cp "$checks/$f" "$OUT/"
+done
+if [ -d "$checks/study" ]; then
+    tar -czf "$OUT/study_tables.tar.gz" -C "$checks/study" --exclude='runs' --exclude='*.pt' . 2>/dev/null
+fi
+echo "gpu_session: done in $(($(date +%s) - start)) s, status $status" >&2
+exit $status
