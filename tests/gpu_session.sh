@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # One call of this workplace's `device` tool on a lent GPU machine: install vaestudy there from
 # the wheels of tests/gpu_wheels.sh (no registry there), then run tests/gpu_checks.sh and leave
-# its logs and tables in $OUT, the folder that comes back. Sized for a session's 15 minutes of
-# device time, in two calls of at most 10 minutes each (the machine's start is a minute or two):
+# its logs and tables in $OUT, the folder that comes back. One call may run 10 minutes; a
+# session's device time (15 minutes in December 2026) also pays the machine's start (a minute or two):
 #   run(command='bash tests/gpu_session.sh "tests bench"', carry=[".whl"], timeout_s=480)
 #   run(command='bash tests/gpu_session.sh study 2', carry=[".whl"], timeout_s=540)
-# The first runs the CUDA tests and `vaestudy bench --device cuda`; the second times the
-# MNIST-scale study on synthetic data for EPOCHS epochs and projects it to its full 200.
+# The first runs the CUDA tests and `vaestudy bench --device cuda`: the checks of the CUDA code.
+# The second times the MNIST-scale study on synthetic data for EPOCHS epochs and projects it to
+# its full 200: about 7 minutes on an H100 at 3 epochs (evaluation dominates), so only where
+# that much device time is left after the first.
 #
 # usage: bash tests/gpu_session.sh STEPS [EPOCHS]   (STEPS and EPOCHS as tests/gpu_checks.sh's)
 # Exit status: gpu_checks.sh's; 2 without the wheels or $OUT.
