@@ -217,11 +217,12 @@ def test_gpu_session_script_refuses_without_steps_out_or_wheels_in_one_line(tmp_
 def test_gpu_wheels_script_needs_snakemake_in_its_python_to_pin_the_versions(tmp_path):
     """tests/gpu_wheels.sh pins snakemake and its Slurm plugin to the versions of the Python it
     runs with: one without them (site-packages off) is one line and exit 2, and nothing fetched."""
+    import shlex
     import subprocess
     import sys
 
     bare = tmp_path / "python"
-    bare.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
+    bare.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -S "$@"\n')
     bare.chmod(0o755)
     script = Path(__file__).parent / "gpu_wheels.sh"
     run = subprocess.run(
