@@ -11,7 +11,8 @@
 #          wall time is projected to the full epochs (vaestudy bench --pipeline --wall --full-epochs).
 #
 # usage: bash tests/gpu_checks.sh OUT [EPOCHS] [STEPS]
-#   OUT    folder for the logs (*.log), the tables (*.csv) and the study's results (OUT/study)
+#   OUT    folder for the logs (*.log), the tables (*.csv) and the study's results (OUT/study,
+#          or the folder that GPU_CHECKS_STUDY names)
 #   STEPS  which of "tests bench study" to run (default: all three)
 # Exit status: 0 if every step ran to its end (the printed ratios say whether targets were met),
 # 1 if a step failed, 2 if the arguments are wrong, there is no CUDA device, or OUT already
@@ -24,13 +25,14 @@ usage="usage: bash tests/gpu_checks.sh OUT [EPOCHS] [STEPS]"
 out=$1
 epochs=${2:-}
 steps=${3:-tests bench study}
+study=${GPU_CHECKS_STUDY:-$out/study}
 [[ -z "$epochs" || "$epochs" =~ ^[1-9][0-9]*$ ]] ||
     { echo "gpu_checks: EPOCHS must be a positive integer, got '$epochs'" >&2; exit 2; }
 python3 -c "import sys, torch; sys.exit(not torch.cuda.is_available())" 2>/dev/null ||
     { echo "gpu_checks: python3 finds no CUDA device here (or no torch): nothing to check" >&2; exit 2; }
-if [[ " $steps " == *" study "* ]] && [ -e "$out/study" ]; then
+if [[ " $steps " == *" study "* ]] && [ -e "$study" ]; then
     # a second run would time only what the first left undone
-    echo "gpu_checks: $out/study exists: time the study into a fresh OUT" >&2
+    echo "gpu_checks: $study exists: time the study into a fresh folder" >&2
     exit 2
 fi
 mkdir -p "$out"
@@ -57,11 +59,11 @@ if [[ " $steps " == *" study "* ]]; then
     echo "== the MNIST-scale study on synthetic_mnist (${epochs:-$full} of $full epochs)" >&2
     start=$(date +%s)
     snakemake --workflow-profile workflow/profiles/gpu --configfile "${configs[@]}" \
-        --config dataset=synthetic_mnist data_root=null "results=$out/study" 2>&1 |
+        --config dataset=synthetic_mnist data_root=null "results=$study" 2>&1 |
         tee "$out/study.log" || status=1
     wall=$(($(date +%s) - start))
     echo "study wall time: $wall s" | tee -a "$out/study.log" >&2
-    vaestudy bench --pipeline "$out/study" --wall "$wall" --full-epochs "$full" \
+    vaestudy bench --pipeline "$study" --wall "$wall" --full-epochs "$full" \
         --out "$out/study_bench.csv" 2>&1 | tee -a "$out/study.log" || status=1
 fi
 exit $status

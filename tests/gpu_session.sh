@@ -21,20 +21,23 @@ ls .whl/*.whl >/dev/null 2>&1 || { echo "gpu_session: no wheels in .whl: run tes
 export PYTHONUNBUFFERED=1
 start=$(date +%s)
 # what the machine lacks, resolved offline against what it has; vaestudy itself as the README installs it
-python3 -m pip install -q --no-index --find-links .whl --no-compile -e . 2>&1 | tee "$OUT/install.log"
-[ "${PIPESTATUS[0]}" -eq 0 ] || { echo "gpu_session: the install failed (install.log)" >&2; exit 1; }
+if ! python3 -m pip install -q --no-index --find-links .whl --no-compile -e . >/tmp/install.log 2>&1; then
+    cp /tmp/install.log "$OUT/"
+    echo "gpu_session: the install failed (install.log)" >&2
+    exit 1
+fi
 echo "gpu_session: installed in $(($(date +%s) - start)) s" >&2
 
-checks=/tmp/gpu_checks
-rm -rf "$checks"
-bash tests/gpu_checks.sh "$checks" "${2:-}" "$1"
+# The logs and tables go straight to $OUT, so that a call stopped at its limit still returns
+# what ran; the study's results (too many files to come back) to /tmp, its tables packed after.
+# At most 8 files come back: device.csv, tests_cuda.log, bench_cuda.log, bench_cuda.csv,
+# study.log, study_bench.csv, epochs.yaml and study_tables.tar.gz.
+study=/tmp/gpu_study
+rm -rf "$study"
+GPU_CHECKS_STUDY=$study bash tests/gpu_checks.sh "$OUT" "${2:-}" "$1"
 status=$?
-# at most 8 files come back: the logs and tables of gpu_checks.sh, and the study's summary tables
-for f in device.csv tests_cuda.log bench_cuda.log bench_cuda.csv study.log study_bench.csv; do
-    [ -f "$checks/$f" ] && cp "$checks/$f" "$OUT/"
-done
-if [ -d "$checks/study" ]; then
-    tar -czf "$OUT/study_tables.tar.gz" -C "$checks/study" --exclude='runs' --exclude='*.pt' . 2>/dev/null
+if [ -d "$study" ]; then
+    tar -czf "$OUT/study_tables.tar.gz" -C "$study" --exclude='runs' --exclude='*.pt' . 2>/dev/null
 fi
 echo "gpu_session: done in $(($(date +%s) - start)) s, status $status" >&2
 exit $status
