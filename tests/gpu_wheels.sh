@@ -7,7 +7,7 @@
 # requirement of theirs, so that the install there resolves offline against what it already has.
 # The versions of snakemake and its Slurm plugin are those of the environment this runs in.
 #
-# usage: bash tests/gpu_wheels.sh [DIR]     (DIR: default .whl, which .git/info/exclude should name)
+# usage: bash tests/gpu_wheels.sh [DIR]     (DIR: default .whl, which .gitignore names)
 # Exit status: 0 when DIR holds the complete set; 1 when a download or build failed; 2 when
 # snakemake is not installed for this Python.
 set -euo pipefail
