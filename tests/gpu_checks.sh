@@ -15,8 +15,8 @@
 #          or the folder that GPU_CHECKS_STUDY names)
 #   STEPS  which of "tests bench study" to run (default: all three)
 # Exit status: 0 if every step ran to its end (the printed ratios say whether targets were met),
-# 1 if a step failed, 2 if the arguments are wrong, there is no CUDA device, or OUT already
-# holds a study (its wall time would then cover only the rest).
+# 1 if a step failed, 2 if the arguments are wrong, there is no CUDA device, or the study's
+# folder already holds a study (its wall time would then cover only the rest).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
