@@ -20,12 +20,18 @@ ls .whl/*.whl >/dev/null 2>&1 || { echo "gpu_session: no wheels in .whl: run tes
 
 export PYTHONUNBUFFERED=1
 start=$(date +%s)
-# what the machine lacks, resolved offline against what it has; vaestudy itself as the README installs it
-if ! python3 -m pip install -q --no-index --find-links .whl --no-compile -e . >/tmp/install.log 2>&1; then
+# what the machine lacks, resolved offline against what it has, into /tmp/site (the image's own
+# environment is left as it is); vaestudy itself as the README installs it, editable, found
+# through PYTHONPATH (an editable install's .pth file is read only in the site folders)
+prefix=/tmp/site
+if ! python3 -m pip install -q --no-index --find-links .whl --no-compile --prefix "$prefix" -e . \
+    >/tmp/install.log 2>&1; then
     cp /tmp/install.log "$OUT/"
     echo "gpu_session: the install failed (install.log)" >&2
     exit 1
 fi
+site=$(python3 -c "import sys, sysconfig; print(sysconfig.get_path('purelib', vars={'base': sys.argv[1], 'platbase': sys.argv[1]}))" "$prefix")
+export PYTHONPATH="$PWD:$site${PYTHONPATH:+:$PYTHONPATH}" PATH="$prefix/bin:$PATH"
 echo "gpu_session: installed in $(($(date +%s) - start)) s" >&2
 
 # The logs and tables go straight to $OUT, so that a call stopped at its limit still returns
