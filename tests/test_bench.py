@@ -48,9 +48,11 @@ def test_the_benchmark_table_is_complete_and_consistent(tmp_path, compile):
         "trainer (eager) images/s vs textbook loop",  # auto: eager on the CPU
         "large matmul FLOP/s, oneDNN vs MKL",
         "training step FLOP/s vs large matmul",
+        "training step s, slowest vs fastest of 1 rounds",
         "training epoch (with batches) FLOP/s vs large matmul",
         "IWAE FLOP/s vs large matmul",
         "IWAE s/image at K=20",
+        "IWAE s/image, slowest vs fastest of 1 runs",
         "IWAE images/s at K=20 vs 1,000",
         "IWAE peak MB, 8 vs 2 images",
         "IWAE peak MB, max_elements x4 (2 images)",
@@ -64,6 +66,8 @@ def test_the_benchmark_table_is_complete_and_consistent(tmp_path, compile):
         if not math.isnan(r["reference"]):
             assert r["reference"] > 0 and math.isclose(r["ratio"], r["value"] / r["reference"], rel_tol=1e-9)
     assert (tmp_path / "bench.csv").read_text().count("\n") == len(expected) + 1
+    spreads = [r for r in rows if "slowest vs fastest" in r["measure"]]
+    assert len(spreads) == 2 and all(r["ratio"] == 1.0 for r in spreads)  # one round: no spread
 
 
 def _write_study(results, jobs):
