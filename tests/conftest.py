@@ -63,7 +63,8 @@ def mnist_root(tmp_path):
 @pytest.fixture(params=["mkl", "onednn"])
 def cpu_matmul(request, monkeypatch):
     """Each library of the CPU's float32 products (utils.onednn_products), whatever this processor
-    would pick: the tests of either path run on every machine."""
+    would pick: the tests of either path run on every machine. With onednn the MLPs multiply
+    through oneDNN at every size, the tests' small ones too."""
     from vaestudy.utils import CPU_MATMUL_ENV, onednn_available, onednn_products
 
     if request.param == "onednn" and not onednn_available():

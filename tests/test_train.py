@@ -313,6 +313,37 @@ def test_the_mlp_computes_what_sequential_does(activation, dtype, cpu_matmul):
             torch.testing.assert_close(a, b, **tol)
 
 
+def test_an_mlp_multiplies_through_onednn_from_its_size_on(monkeypatch):
+    """With oneDNN's products on (auto), an MLP call of fewer than ONEDNN_MIN_MACS multiply-adds
+    (rows x its layers' inputs x outputs) goes through MKL (addmm), one of that many through
+    oneDNN; VAESTUDY_CPU_MATMUL=onednn takes oneDNN at every size, mkl never."""
+    from vaestudy import model, utils
+
+    if not utils.onednn_available():
+        pytest.skip("this torch has no oneDNN linear layer")
+    mlp = model._mlp([6, 9, 7, 4], "tanh")
+    assert mlp.macs_per_row() == 6 * 9 + 9 * 7 + 7 * 4
+    monkeypatch.setattr(model, "ONEDNN_MIN_MACS", 5 * mlp.macs_per_row())
+    try:
+        for setting, vendor, rows_kind in [
+            (
+                "auto",
+                "AuthenticAMD",
+                {4: "AddmmBackward0", 5: "OneDNNLinearBackward", 50: "OneDNNLinearBackward"},
+            ),
+            ("onednn", "GenuineIntel", {1: "OneDNNLinearBackward", 4: "OneDNNLinearBackward"}),
+            ("mkl", "AuthenticAMD", {5: "AddmmBackward0", 50: "AddmmBackward0"}),
+        ]:
+            monkeypatch.setenv(utils.CPU_MATMUL_ENV, setting)
+            monkeypatch.setattr(utils, "cpu_info", lambda key, vendor=vendor: vendor)
+            utils.onednn_products.cache_clear()
+            for rows, kind in rows_kind.items():
+                out = mlp(torch.randn(rows, 6, requires_grad=True))
+                assert out.grad_fn.name() == kind, (setting, rows)
+    finally:
+        utils.onednn_products.cache_clear()
+
+
 def test_the_oneDNN_linear_layer_against_float64(cpu_matmul):
     """The MLP's float32 values and gradients (input and parameters) within float32's rounding of
     the same MLP in float64, with either library's products."""

@@ -15,13 +15,17 @@ from torch import nn
 from torch.nn import functional as F
 
 from vaestudy.likelihoods import Likelihood
-from vaestudy.utils import first_line, onednn_available, onednn_products
+from vaestudy.utils import cpu_matmul_choice, first_line, onednn_available, onednn_products
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus, "elu": nn.ELU, "gelu": nn.GELU}
 IN_PLACE = {nn.Tanh: torch.Tensor.tanh_, nn.ReLU: torch.Tensor.relu_}
 FUSED = {nn.Tanh: "tanh", nn.ReLU: "relu"}  # the activations oneDNN's linear fuses, by its names for them
 FUSED_ACTIVATIONS = tuple(FUSED.values())
 ARCHITECTURES = ("mlp", "conv")
+# Where utils.onednn_products says so, an MLP multiplies through oneDNN from this many
+# multiply-adds per call (rows x the sum of its layers' inputs x outputs), and below it through
+# MKL, unless VAESTUDY_CPU_MATMUL=onednn (see MLP).
+ONEDNN_MIN_MACS = 2**22
 
 
 @dataclass
@@ -43,18 +47,35 @@ class MLP(nn.Sequential):
     VAE's training step took 4% less time). A tanh or relu is applied in place to the product it
     follows. Where utils.onednn_products says so (on AMD processors, whose MKL multiplied at half
     oneDNN's rate), float32 layers instead run through oneDNN (OneDNNLinear), rows first, with
-    a tanh or relu fused into the product. Same parameters, same state_dict, same function.
+    a tanh or relu fused into the product, if the call has ONEDNN_MIN_MACS multiply-adds
+    (always with VAESTUDY_CPU_MATMUL=onednn). Each of oneDNN's products costs about 12
+    microseconds of its own, so a small MLP steps faster through MKL: on a 2-core AMD EPYC the
+    default study's digits VAE (64-256-16 at 64 rows, 1.3M multiply-adds an MLP) took 0.85 to
+    0.88 of oneDNN's time per step with one thread (the pipeline's) and 0.78 with two; at 2.6M the two
+    were even, at 5.2M oneDNN's step took 0.72 of MKL's with one thread (even with two), and at
+    the benchmark MLP's 85M 0.6. The choice depends on shapes alone, never on a timing, so that
+    a resumed run computes as the uninterrupted one did. Same parameters, same state_dict, same
+    function.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu":
             return super().forward(x)
         flat = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])  # no view taken where none is needed
-        if not torch.compiler.is_compiling() and x.dtype == torch.float32 and onednn_products():
+        if (
+            not torch.compiler.is_compiling()
+            and x.dtype == torch.float32
+            and onednn_products()
+            and (len(flat) * self.macs_per_row() >= ONEDNN_MIN_MACS or cpu_matmul_choice() == "onednn")
+        ):
             out = self._forward_onednn(flat)
         else:
             out = self._forward_features_first(flat)
         return out if x.dim() == 2 else out.view(*x.shape[:-1], -1)
+
+    def macs_per_row(self) -> int:
+        """Multiply-adds of the products for one row (image) through the MLP."""
+        return sum(m.in_features * m.out_features for m in self if isinstance(m, nn.Linear))
 
     def _forward_onednn(self, h: torch.Tensor) -> torch.Tensor:
         layers = list(self)
