@@ -51,11 +51,11 @@ class MLP(nn.Sequential):
     (always with VAESTUDY_CPU_MATMUL=onednn). Each of oneDNN's products costs about 12
     microseconds of its own, so a small MLP steps faster through MKL: on a 2-core AMD EPYC the
     default study's digits VAE (64-256-16 at 64 rows, 1.3M multiply-adds an MLP) took 0.85 to
-    0.88 of oneDNN's time per step with one thread (the pipeline's) and 0.78 with two; at 2.6M the two
-    were even, at 5.2M oneDNN's step took 0.72 of MKL's with one thread (even with two), and at
-    the benchmark MLP's 85M 0.6. The choice depends on shapes alone, never on a timing, so that
-    a resumed run computes as the uninterrupted one did. Same parameters, same state_dict, same
-    function.
+    0.88 of oneDNN's time per step with one thread (the pipeline's) and 0.78 with two; at 2.6M
+    the two were even, at 5.2M oneDNN's step took 0.72 of MKL's with one thread (even with
+    two), and at the benchmark MLP's 85M 0.6. The choice depends on shapes alone, never on a
+    timing, so that a resumed run computes as the uninterrupted one did. Same parameters, same
+    state_dict, same function.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
