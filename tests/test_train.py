@@ -404,6 +404,41 @@ def test_resume_is_bit_identical_with_either_library_of_products(tmp_path, cpu_m
         _assert_same_run(whole, parts)
 
 
+def test_resume_is_bit_identical_where_batches_of_two_sizes_take_both_libraries(tmp_path, monkeypatch):
+    """With auto on an AMD processor and the size rule between an epoch's full batches and its
+    last, shorter one, each epoch multiplies through oneDNN and through MKL; a resumed run still
+    ends with the weights and history of the uninterrupted one."""
+    from vaestudy import model, utils
+
+    if not utils.onednn_available():
+        pytest.skip("this torch has no oneDNN linear layer")
+    monkeypatch.setenv(utils.CPU_MATMUL_ENV, "auto")
+    monkeypatch.setattr(utils, "cpu_info", lambda key: "AuthenticAMD")
+    encoder_macs = 64 * 32 + 32 * 2 * SMALL["latent"]  # per row, for SMALL's 8x8 digits
+    monkeypatch.setattr(model, "ONEDNN_MIN_MACS", 50 * encoder_macs)  # batches of 64: oneDNN
+    calls = {"onednn": 0, "mkl": 0}
+    for name, method in (("onednn", "_forward_onednn"), ("mkl", "_forward_features_first")):
+        original = getattr(model.MLP, method)
+
+        def counted(self, h, name=name, original=original):
+            calls[name] += 1
+            return original(self, h)
+
+        monkeypatch.setattr(model.MLP, method, counted)
+    utils.onednn_products.cache_clear()
+    try:
+        base = dict(SMALL, epochs=4, checkpoint_every=2)
+        whole, parts = tmp_path / "whole", tmp_path / "parts"
+        train(RunConfig(family="gaussian_fixed", arena="continuous", **base), whole, progress=False)
+        assert calls["onednn"] > 0 and calls["mkl"] > 0, calls
+        for epochs in (2, 4):
+            config = RunConfig(family="gaussian_fixed", arena="continuous", **dict(base, epochs=epochs))
+            train(config, parts, progress=False)
+        _assert_same_run(whole, parts)
+    finally:
+        utils.onednn_products.cache_clear()
+
+
 def test_training_does_not_import_torch_dynamo():
     """The start-up the pipeline pays per model: no torch._dynamo (a second) in a training process."""
     import subprocess
