@@ -285,7 +285,8 @@ def onednn_products() -> bool:
     VAESTUDY_CPU_MATMUL) avoids MKL on AMD processors, where its float32 products ran at half of
     oneDNN's rate (a 2-core AMD EPYC with AVX-512: about 200 against 400 to 440 GFLOP/s at the
     benchmark MLP's shapes, 210 against 470 for 2048 x 2048; its batched x.o took 410 against 85
-    microseconds for a chunk of IWAE), and keeps it elsewhere (on a 2-core Intel Xeon MKL was the faster on these shapes).
+    microseconds for a chunk of IWAE), and keeps it elsewhere (on a 2-core Intel Xeon MKL was the
+    faster on these shapes).
     The choice depends on the processor alone, never on a timing, so that a run resumed on the
     same machine computes as the uninterrupted one did. With auto, an MLP also needs a size for
     oneDNN (model.ONEDNN_MIN_MACS)."""
