@@ -414,7 +414,8 @@ def test_resume_is_bit_identical_where_batches_of_two_sizes_take_both_libraries(
         pytest.skip("this torch has no oneDNN linear layer")
     monkeypatch.setenv(utils.CPU_MATMUL_ENV, "auto")
     monkeypatch.setattr(utils, "cpu_info", lambda key: "AuthenticAMD")
-    encoder_macs = 64 * 32 + 32 * 2 * SMALL["latent"]  # per row, for SMALL's 8x8 digits
+    # per row, of SMALL's encoder on the 8x8 digits
+    encoder_macs = model._mlp([64, *SMALL["hidden"], 2 * SMALL["latent"]], "tanh").macs_per_row()
     monkeypatch.setattr(model, "ONEDNN_MIN_MACS", 50 * encoder_macs)  # batches of 64: oneDNN
     calls = {"onednn": 0, "mkl": 0}
     for name, method in (("onednn", "_forward_onednn"), ("mkl", "_forward_features_first")):
