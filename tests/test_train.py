@@ -30,6 +30,16 @@ def _assert_same_run(a, b):
     pd.testing.assert_frame_equal(run_history(a), run_history(b))
 
 
+def _assert_resumed_run_is_the_whole_one(whole, parts, **config):
+    """Trains `config` for 4 epochs (checkpoints every 2) into `whole`, and into `parts` for 2
+    epochs and then, resumed from that checkpoint, to 4; both must end the same."""
+    base = dict(SMALL, epochs=4, checkpoint_every=2, **config)
+    train(RunConfig(**base), whole, progress=False)
+    for epochs in (2, 4):
+        train(RunConfig(**dict(base, epochs=epochs)), parts, progress=False)
+    _assert_same_run(whole, parts)
+
+
 def test_training_is_deterministic_for_a_seed(tmp_path):
     config = RunConfig(family="gaussian_shared", **SMALL)
     train(config, tmp_path / "a", progress=False)
@@ -395,13 +405,9 @@ def test_the_cpu_products_follow_the_processor_unless_set(monkeypatch):
 def test_resume_is_bit_identical_with_either_library_of_products(tmp_path, cpu_matmul):
     """A run resumed from its checkpoint ends with the weights and history of the uninterrupted
     run, with the products of MKL and of oneDNN (the Bernoulli and its own gradient too)."""
-    base = dict(SMALL, epochs=4, checkpoint_every=2)
     for family, arena in (("bernoulli", "binary"), ("gaussian_fixed", "continuous")):
         whole, parts = tmp_path / f"{family}-whole", tmp_path / f"{family}-parts"
-        train(RunConfig(family=family, arena=arena, **base), whole, progress=False)
-        for epochs in (2, 4):
-            train(RunConfig(family=family, arena=arena, **dict(base, epochs=epochs)), parts, progress=False)
-        _assert_same_run(whole, parts)
+        _assert_resumed_run_is_the_whole_one(whole, parts, family=family, arena=arena)
 
 
 def test_resume_is_bit_identical_where_batches_of_two_sizes_take_both_libraries(tmp_path, monkeypatch):
@@ -428,14 +434,10 @@ def test_resume_is_bit_identical_where_batches_of_two_sizes_take_both_libraries(
         monkeypatch.setattr(model.MLP, method, counted)
     utils.onednn_products.cache_clear()
     try:
-        base = dict(SMALL, epochs=4, checkpoint_every=2)
-        whole, parts = tmp_path / "whole", tmp_path / "parts"
-        train(RunConfig(family="gaussian_fixed", arena="continuous", **base), whole, progress=False)
+        _assert_resumed_run_is_the_whole_one(
+            tmp_path / "whole", tmp_path / "parts", family="gaussian_fixed", arena="continuous"
+        )
         assert calls["onednn"] > 0 and calls["mkl"] > 0, calls
-        for epochs in (2, 4):
-            config = RunConfig(family="gaussian_fixed", arena="continuous", **dict(base, epochs=epochs))
-            train(config, parts, progress=False)
-        _assert_same_run(whole, parts)
     finally:
         utils.onednn_products.cache_clear()
 
