@@ -30,13 +30,13 @@ def _assert_same_run(a, b):
     pd.testing.assert_frame_equal(run_history(a), run_history(b))
 
 
-def _assert_resumed_run_is_the_whole_one(whole, parts, **config):
-    """Trains `config` for 4 epochs (checkpoints every 2) into `whole`, and into `parts` for 2
-    epochs and then, resumed from that checkpoint, to 4; both must end the same."""
-    base = dict(SMALL, epochs=4, checkpoint_every=2, **config)
+def _assert_resumed_run_is_the_whole_one(whole, parts, epochs=4, stop=2, **config):
+    """Trains `config` for `epochs` (checkpoints every 2) into `whole`, and into `parts` for `stop`
+    epochs and then, resumed from that checkpoint, to `epochs`; both must end the same."""
+    base = dict(SMALL, epochs=epochs, checkpoint_every=2, **config)
     train(RunConfig(**base), whole, progress=False)
-    for epochs in (2, 4):
-        train(RunConfig(**dict(base, epochs=epochs)), parts, progress=False)
+    for until in (stop, epochs):
+        train(RunConfig(**dict(base, epochs=until)), parts, progress=False)
     _assert_same_run(whole, parts)
 
 
@@ -53,12 +53,10 @@ def test_training_is_deterministic_for_a_seed(tmp_path):
 
 
 def test_resume_from_a_checkpoint_ends_with_identical_weights_and_history(tmp_path):
-    base = dict(SMALL, epochs=6, checkpoint_every=2)
-    train(RunConfig(family="gaussian_optimal", **base), tmp_path / "whole", progress=False)
-    # stop after epoch 3 (its checkpoint), then resume to 6
-    train(RunConfig(family="gaussian_optimal", **dict(base, epochs=3)), tmp_path / "parts", progress=False)
-    train(RunConfig(family="gaussian_optimal", **base), tmp_path / "parts", progress=False)
-    _assert_same_run(tmp_path / "whole", tmp_path / "parts")
+    # stop after epoch 3 (its checkpoint, though checkpoints come every 2), then resume to 6
+    _assert_resumed_run_is_the_whole_one(
+        tmp_path / "whole", tmp_path / "parts", epochs=6, stop=3, family="gaussian_optimal"
+    )
 
 
 def test_a_run_is_never_cut_back_to_fewer_epochs(tmp_path):
