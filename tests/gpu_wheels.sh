@@ -2,7 +2,7 @@
 # Fetch, here, the wheels that a lent GPU machine (this workplace's `device` tool) needs for
 # tests/gpu_session.sh: that machine has Python 3.12, PyTorch, torchvision, pandas, seaborn,
 # scipy, scikit-learn and pytest, no snakemake, and no package registry. The wheels are what
-# vaestudy needs beyond those (snakemake with its report extra, its Slurm plugin, jsonschema,
+# vaestudy needs beyond those (snakemake with its report extra, its Slurm plugin, jsonschema, mlxtend,
 # tqdm, and setuptools to build vaestudy itself), for CPython 3.12 on x86-64 Linux, with every
 # requirement of theirs, so that the install there resolves offline against what it already has.
 # The versions of snakemake and its Slurm plugin are those of the environment this runs in.
@@ -28,7 +28,7 @@ pin() {  # VERSION of NAME as installed here
 }
 snakemake=$(pin snakemake) || exit 2
 slurm=$(pin snakemake-executor-plugin-slurm) || exit 2
-wanted=("snakemake[reports]==$snakemake" "snakemake-executor-plugin-slurm==$slurm" jsonschema tqdm "setuptools>=68")
+wanted=("snakemake[reports]==$snakemake" "snakemake-executor-plugin-slurm==$slurm" jsonschema tqdm mlxtend "setuptools>=68")
 target=(--only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform any)
 

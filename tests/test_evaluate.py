@@ -170,7 +170,7 @@ def test_iwae_ladder():
 
 
 def test_evaluation_runs_with_tf32_off_even_when_the_caller_switched_it_on(tmp_path, monkeypatch):
-    """STUDY: evaluation stays float32 without TF32. Every decoder call of `evaluate` sees TF32
+    """docs/study.md: evaluation stays float32 without TF32. Every decoder call of `evaluate` sees TF32
     off, and the caller's setting is restored afterwards (the flag is the same on CPU and CUDA)."""
     from vaestudy.config import RunConfig
     from vaestudy.evaluate import evaluate
@@ -281,3 +281,23 @@ def test_progress_lines_are_at_most_one_per_interval_and_none_at_the_end(capsys,
     for done in (10, 30, 40, 100):
         progress(done)
     assert capsys.readouterr().err == "run ll_iwae: 30/100 test images (12s, about 28s left)\n"
+
+
+def test_the_train_test_elbo_gap_shows_a_model_that_memorised_its_training_split(tmp_path):
+    """Trained long on 40 images, a model's ELBO on them is far above its test ELBO; trained on
+    the whole split, the two are close. The gap is the training-split ELBO minus the test ELBO."""
+    from vaestudy.config import RunConfig
+    from vaestudy.evaluate import evaluate
+    from vaestudy.train import train
+
+    base = dict(family="gaussian_fixed", params={"sigma": 0.1}, hidden=[64], latent=4, device="cpu", lr=0.01)
+    gaps = {}
+    for name, extra in (
+        ("memorised", dict(max_train=40, batch_size=20, epochs=80)),
+        ("whole", dict(epochs=8)),
+    ):
+        train(RunConfig(**base, **extra), tmp_path / name, progress=False)
+        metrics = evaluate(tmp_path / name, tmp_path / f"{name}.json", k=5, device="cpu")["metrics"]
+        assert metrics["elbo_gap"] == pytest.approx(metrics["elbo_train"] - metrics["elbo"], rel=1e-12)
+        gaps[name] = metrics["elbo_gap"]
+    assert gaps["memorised"] > 10 * max(abs(gaps["whole"]), 1.0)

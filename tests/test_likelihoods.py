@@ -1,4 +1,4 @@
-"""Each family's log-density against scipy or a direct formula, and the identities of STUDY.md s3."""
+"""Each family's log-density against scipy or a direct formula, and the identities of docs/study.md, section 3."""
 
 import math
 

@@ -156,3 +156,35 @@ def test_every_model_gets_both_kinds_of_score(tmp_path, digits_net):
             assert math.isfinite(result["metrics"][f"{name}_{kind}"])
     assert result["samples"] == 100
     assert result["kinds"]["draw"].shape == result["kinds"]["mean"].shape == (100, 64)
+
+
+@pytest.mark.parametrize("arena", ["binary", "continuous"])
+def test_each_arenas_feature_network_learns_from_that_arenas_images(arena, monkeypatch):
+    """Binary images for the binary arena's network, dequantised grey levels for the continuous one's:
+    its features are those of the images the arena's models are asked to produce."""
+    from vaestudy.quality import FeatureNet
+
+    seen, forward = [], FeatureNet.forward
+
+    def recording(self, x):
+        seen.append(x.detach().clone())
+        return forward(self, x)
+
+    monkeypatch.setattr(FeatureNet, "forward", recording)
+    net, facts = train_feature_net(arena_data("digits", arena, CPU, max_train=200), epochs=1, seed=0)
+    assert facts["arena"] == arena
+    training = torch.cat(seen[:-1])  # the last call is the test accuracy's
+    binary = ((training == 0) | (training == 1)).all()
+    assert bool(binary) == (arena == "binary")
+    if arena == "continuous":  # (k + u) / L: never a whole multiple of 1/L
+        assert bool(((training * 17) != (training * 17).round()).all())
+
+
+def test_a_feature_network_of_the_other_arena_is_refused(tmp_path):
+    from vaestudy.quality import load_feature_net, save_feature_net
+
+    net, facts = train_feature_net(arena_data("digits", "binary", CPU, max_train=100), epochs=1, seed=0)
+    save_feature_net(net, facts, tmp_path / "binary.pt")
+    assert load_feature_net(tmp_path / "binary.pt", CPU, "binary").shape == (1, 8, 8)
+    with pytest.raises(UserError, match="trained in the binary arena, not the continuous arena"):
+        load_feature_net(tmp_path / "binary.pt", CPU, "continuous")

@@ -2,6 +2,7 @@
 run and a missing metric) and contain what they must."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -9,8 +10,17 @@ import pytest
 from docutils.core import publish_parts
 
 from vaestudy.figures import FIGURES, _label_apart, all_figures
-from vaestudy.report import TABLE_METRICS, answers, arena_table, f, write_report
-from vaestudy.tables import summarise
+from vaestudy.report import (
+    TABLE_METRICS,
+    Numbers,
+    answers,
+    arena_table,
+    f,
+    findings_markdown,
+    sanity_order,
+    write_report,
+)
+from vaestudy.tables import read_table, summarise
 
 CONFIGS = {  # config -> (family, sigma param, reduction, learned/implied sigma or None, normalised)
     "continuous/gaussian_fixed-s0.01": ("gaussian_fixed", 0.01, None, 0.01, True),
@@ -207,6 +217,24 @@ def test_the_front_page_answers_all_five_questions_from_the_numbers(built):
     assert "Q5." in parts["body"]
 
 
+def test_the_front_page_is_a_line_per_question_and_the_details_go_to_captions_and_tables(built):
+    """The front page fits a screen: one line per question. Each question's per-model evidence is in
+    the caption of its first figure; which numbers compare and the run's facts under the tables."""
+    out, _, written, summary = built
+    front = written["front"].read_text()
+    items = [line for line in front.splitlines() if line.startswith("* **Q")]
+    assert len(items) == 5 and all(len(line) < 300 for line in items), items
+    assert "git revision" not in front and "Which numbers compare" not in front
+    about = (out / "report" / "about.rst").read_text()
+    assert (
+        "Which numbers compare, and why" in about and "git revision" in about and "seeds: [1, 2, 3]" in about
+    )
+    for rst in (front, about):
+        publish_parts(rst, writer="html", settings_overrides={"halt_level": 2, "report_level": 5})
+    caption = (out / "report" / "conclusions" / "sigma_sweep.rst").read_text()
+    assert "**This run (Q1):**" in caption and "* ``continuous/mse-sum``: training loss" in caption
+
+
 def test_the_markdown_report_has_every_question_figure_and_table(built):
     out, _, written, _ = built
     md = written["report_md"].read_text()
@@ -342,3 +370,100 @@ def test_labels_of_points_close_together_do_not_overlap():
     ]
     assert not overlapping
     plt.close(fig)
+
+
+def test_an_answer_says_where_another_study_disagrees_and_nothing_where_it_agrees():
+    summary = summarise(synthetic_metrics())
+    alike = answers(summary, summary.copy())
+    assert all("disagrees" not in a.short for a in alike)
+    assert any("agrees on all" in a.short for a in alike)
+    # the other study's best fixed sigma moves from 0.01 to 1: Q2 says so, with both values
+    other = synthetic_metrics().assign(dataset="digits")
+    moved = (other.config == "continuous/gaussian_fixed-s1") & (other.metric == "calibrated_bpd")
+    other.loc[moved, "value"] = 0.0
+    q2 = answers(summary.assign(dataset="mnist5k"), summarise(other))[1]
+    assert (
+        "Where the digits study disagrees: the fixed sigma of the best calibrated bits/dim: 0.01 here, 1 on digits"
+        in q2.short
+    )
+
+
+def test_q5_checks_each_arenas_order_of_test_images_best_model_and_noise():
+    metrics = synthetic_metrics()
+    anchors = []
+    for arena in ("continuous", "binary"):
+        for kind, fid in (("test", 1.5), ("noise", 90.0)):
+            anchors.append(
+                {
+                    "run": f"{arena}/anchor-{kind}",
+                    "config": f"{arena}/anchor-{kind}",
+                    "dataset": "digits",
+                    "arena": arena,
+                    "family": "anchor",
+                    "sigma": None,
+                    "reduction": None,
+                    "floor": None,
+                    "seed": None,
+                    "metric": "fid",
+                    "value": fid,
+                    "status": "ok",
+                    "diverged_epoch": None,
+                    "normalised": None,
+                    "device": None,
+                }
+            )
+    q5 = answers(summarise(pd.concat([metrics, pd.DataFrame(anchors)], ignore_index=True)))[4]
+    # the lowest FID of any model's means or draws: 10 + 20 * 0.01 in the continuous arena, 14 binary
+    assert (
+        "continuous arena: test images 1.5 < best model (gaussian_fixed-s0.01, means) 10.2 < uniform noise 90"
+        in q5.short
+    )
+    assert "binary arena: test images 1.5 < best model (bernoulli, means) 14 < uniform noise 90" in q5.short
+    assert "FID ranks draws worse but precision does not" in q5.short  # no precision of the means here
+    assert any("cannot see" in e for e in q5.evidence)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+KEPT = {"digits": ROOT / "results" / "reference", "mnist5k": ROOT / "results" / "reference" / "mnist5k"}
+
+
+@pytest.mark.parametrize("dataset", sorted(KEPT))
+def test_each_kept_reports_feature_spaces_order_test_images_best_model_and_noise(dataset):
+    """FID in a feature space worth reading puts test images below the best model's samples, and
+    those below uniform noise, in both arenas of both kept studies."""
+    summary = read_table(KEPT[dataset] / "tables" / "summary.csv", "summary")
+    assert set(summary.dataset.dropna()) == {dataset}
+    n = Numbers(summary)
+    for arena in ("binary", "continuous"):
+        test, (best, config, kind), noise = sanity_order(n, arena)
+        assert test < best < noise, (arena, config, kind)
+
+
+def test_the_kept_mnist5k_report_answers_from_its_own_numbers_against_the_digits():
+    mnist5k = read_table(KEPT["mnist5k"] / "tables" / "summary.csv", "summary")
+    digits = read_table(KEPT["digits"] / "tables" / "summary.csv", "summary")
+    report = (KEPT["mnist5k"] / "report.md").read_text()
+    for a in answers(mnist5k, digits):
+        assert a.short in report, a.key
+    assert "dataset: mnist5k" in report.replace('"', "")
+
+
+def test_the_readmes_findings_table_is_the_kept_reports_answers():
+    digits = read_table(KEPT["digits"] / "tables" / "summary.csv", "summary")
+    mnist5k = read_table(KEPT["mnist5k"] / "tables" / "summary.csv", "summary")
+    table = findings_markdown(
+        {
+            "digits (8x8, L = 17)": answers(digits),
+            "mnist5k (real MNIST, 28x28, L = 256)": answers(mnist5k, digits),
+        }
+    )
+    readme = (ROOT / "README.md").read_text()
+    assert table in readme.split("## Findings")[1].split("\n## ")[0]
+
+
+@pytest.mark.parametrize("dataset,pixels", [("digits", 64), ("mnist5k", 784)])
+def test_each_kept_reports_q1_states_the_closed_form_constant_of_a_summed_mse(dataset, pixels):
+    """-ELBO of the Gaussian that a summed MSE implies (sigma^2 = 1/2) is the loss plus (D/2) ln(pi)."""
+    summary = read_table(KEPT[dataset] / "tables" / "summary.csv", "summary")
+    q1 = answers(summary)[0]
+    assert f"its -ELBO the loss plus {f(pixels / 2 * math.log(math.pi), 5)} nats" in q1.line

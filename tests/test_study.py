@@ -230,3 +230,18 @@ def test_a_key_left_empty_says_so_and_what_it_must_be(study, message):
     with pytest.raises(UserError) as info:
         check_schema(study, SCHEMA_FILE)
     assert str(info.value) == message
+
+
+def test_the_mnist5k_study_is_the_default_grid_on_real_digits_with_early_stopping():
+    study = _published_study("mnist5k")
+    runs, default = expand_study(study), expand_study(DEFAULT)
+    assert {r.name for r in runs} == {r.name for r in default}  # every family and parameter, both arenas
+    assert len(runs) == 45 and {r.config.seed for r in runs} == {1, 2, 3}
+    configs = {r.config.dataset: r.config for r in runs}
+    (config,) = configs.values()
+    assert set(configs) == {"mnist5k"} and config.data_root is None
+    assert (config.latent, config.hidden, config.activation) == (20, [500], "tanh")  # Kingma & Welling 2014
+    assert config.keep_best and config.patience is not None
+    assert study["evaluate"]["k"] == 5000 and study["train"].get("max_test") is None  # the whole test split
+    assert study["reference"] == "results/reference/mnist5k"
+    assert study["compare_with"] == "results/reference/tables/summary.csv"

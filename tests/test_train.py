@@ -23,10 +23,7 @@ SMALL = dict(epochs=3, hidden=[32], latent=4, batch_size=64, device="cpu", max_t
 
 
 def _assert_same_run(a, b):
-    wa, wb = run_weights(a), run_weights(b)
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        assert torch.equal(wa[key], wb[key]), key
+    _assert_same_weights(a, b)
     pd.testing.assert_frame_equal(run_history(a), run_history(b))
 
 
@@ -57,6 +54,80 @@ def test_resume_from_a_checkpoint_ends_with_identical_weights_and_history(tmp_pa
     _assert_resumed_run_is_the_whole_one(
         tmp_path / "whole", tmp_path / "parts", epochs=6, stop=3, family="gaussian_optimal"
     )
+
+
+# a tiny training set and a learned per-pixel variance: the validation ELBO peaks before the end
+OVERFITS = dict(
+    SMALL,
+    family="gaussian_heteroscedastic",
+    params={"floor": 0.001},
+    epochs=30,
+    max_train=40,
+    batch_size=20,
+    lr=0.01,
+)
+
+
+def test_keep_best_keeps_the_weights_of_the_best_validation_epoch(tmp_path):
+    facts = train(RunConfig(**OVERFITS, keep_best=True), tmp_path / "best", progress=False)
+    history = run_history(tmp_path / "best")
+    best = int(history.epoch[history.val_elbo.idxmax()])
+    assert facts["best_epoch"] == best < 30 and facts["epochs"] == 30 and facts["weights"] == "best"
+    assert json.loads((tmp_path / "best" / "train.json").read_text())["best_epoch"] == best
+    # the same run trained for `best` epochs alone ends with those weights
+    train(RunConfig(**dict(OVERFITS, epochs=best)), tmp_path / "short", progress=False)
+    _assert_same_weights(tmp_path / "best", tmp_path / "short")
+
+
+def test_patience_stops_where_the_validation_elbo_last_improved_that_many_epochs_before(tmp_path):
+    train(RunConfig(**OVERFITS), tmp_path / "all", progress=False)
+    val = run_history(tmp_path / "all").val_elbo.tolist()
+    patience = 3
+    stop = next(
+        e for e in range(1, len(val) + 1) if e - (max(range(e), key=lambda i: val[i]) + 1) >= patience
+    )
+    facts = train(RunConfig(**OVERFITS, patience=patience), tmp_path / "patient", progress=False)
+    assert facts["epochs"] == stop < 30
+    assert run_history(tmp_path / "patient").val_elbo.tolist() == val[:stop]
+    # rerun: nothing more to train, the same model
+    assert (
+        train(RunConfig(**OVERFITS, patience=patience), tmp_path / "patient", progress=False)["epochs"]
+        == stop
+    )
+
+
+def test_resume_with_keep_best_and_patience_is_bit_identical(tmp_path):
+    overfits = {k: v for k, v in OVERFITS.items() if k != "epochs"}
+    _assert_resumed_run_is_the_whole_one(
+        tmp_path / "whole", tmp_path / "parts", epochs=30, stop=13, keep_best=True, patience=3, **overfits
+    )
+
+
+def test_history_csv_is_written_at_every_checkpoint_while_training_runs(tmp_path, monkeypatch):
+    """A running model's curves can be read: history.csv holds every epoch up to the last checkpoint."""
+    import vaestudy.train as training
+
+    seen, save = [], training.atomic_torch_save
+
+    def recording(path, obj):  # each checkpoint: what history.csv then held, beside its epoch
+        save(path, obj)
+        if path.name == CHECKPOINT:
+            seen.append((obj["epoch"], pd.read_csv(path.parent / HISTORY).epoch.tolist()))
+
+    monkeypatch.setattr(training, "atomic_torch_save", recording)
+    train(
+        RunConfig(family="gaussian_fixed", **dict(SMALL, epochs=5, checkpoint_every=2)),
+        tmp_path,
+        progress=False,
+    )
+    assert seen == [(2, [1, 2]), (4, [1, 2, 3, 4]), (5, [1, 2, 3, 4, 5])]
+
+
+def _assert_same_weights(a, b):
+    wa, wb = run_weights(a), run_weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
 
 
 def test_a_run_is_never_cut_back_to_fewer_epochs(tmp_path):

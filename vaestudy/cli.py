@@ -28,6 +28,10 @@ from vaestudy.utils import (
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)  # --epoch is not --epochs: refused, never guessed
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):  # one line instead of usage + message
         # a subcommand's parser names itself ("vaestudy train: ..."); the top one is "vaestudy: error:" already
         raise UserError(f"{self.prog}: {message}" if " " in self.prog else message)
@@ -365,7 +369,7 @@ def _cmd_feature_net(args: argparse.Namespace) -> None:
     log_startup()
     _check_outputs(args.out, args.facts)
 
-    data = _data_from_args(args, "continuous")
+    data = _data_from_args(args, args.arena)
     net, facts = train_feature_net(data, epochs=args.epochs, seed=args.seed)
     facts["dataset"] = args.dataset
     save_feature_net(net, facts, args.out)
@@ -381,7 +385,7 @@ def _cmd_anchors(args: argparse.Namespace) -> None:
     _check_outputs(args.out)
 
     data = _data_from_args(args, args.arena)
-    net = load_feature_net(args.feature_net, data.device)
+    net = load_feature_net(args.feature_net, data.device, args.arena)
     result = anchors(net, data, args.samples, args.seed, args.k)
     atomic_write_json(
         args.out, {"dataset": args.dataset, "arena": args.arena, "anchors": result, "k": args.k}
@@ -405,7 +409,7 @@ def _quality(run, feature_net, samples, k, seed, device, out, figure, trained=No
     from vaestudy.utils import exact_float32
 
     model, config, data, saved = trained or load_trained(run, device)
-    net = load_feature_net(feature_net, data.device)
+    net = load_feature_net(feature_net, data.device, config.arena)
     require(
         tuple(net.shape) == tuple(data.shape),
         f"{feature_net} is for images of shape {net.shape}, not {data.shape}",
@@ -461,7 +465,12 @@ def _cmd_report(args: argparse.Namespace) -> None:
         else (read_text(args.config, "study config") if args.config else "")
     )
     written = write_report(
-        args.summary, args.metrics, args.results, config_text, samples_dir=args.samples_dir
+        args.summary,
+        args.metrics,
+        args.results,
+        config_text,
+        samples_dir=args.samples_dir,
+        compare=args.compare,
     )
     print(f"report texts -> {written['front']}, {written['report_md']}")
 
@@ -507,6 +516,30 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     print(format_table(rows))
 
 
+def _cmd_summary(args: argparse.Namespace) -> None:
+    from vaestudy.compare import format_table, read_summary, summary_table
+
+    metrics = [m for m in (args.metric or "").split(",") if m] or None
+    print(format_table(summary_table(read_summary(args.results), args.arena, metrics, args.sort)))
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from vaestudy.compare import compare, describe, read_summary
+
+    require(
+        args.rtol >= 0 and args.atol >= 0, f"tolerances must be >= 0, got rtol {args.rtol}, atol {args.atol}"
+    )
+    table = compare(read_summary(args.a), read_summary(args.b), args.rtol, args.atol)
+    outside = table[~table.within]
+    for row in outside.itertuples():
+        print(describe(row))
+    print(
+        f"{len(table)} values compared (A = {args.a}, B = {args.b}, rtol {args.rtol:g}, atol {args.atol:g}): "
+        f"{len(outside)} outside the tolerance"
+    )
+    return 1 if len(outside) else 0
+
+
 def _cmd_families(args: argparse.Namespace) -> None:
     from vaestudy.likelihoods import REGISTRY, family_parameters
 
@@ -533,7 +566,10 @@ def _add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from vaestudy import __version__
+
     parser = _Parser(prog="vaestudy", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"vaestudy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("train", help="train one VAE into a folder (resumes from its checkpoint)")
@@ -592,7 +628,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-csv", required=True, type=Path, help="the tidy table to write")
     p.add_argument("--summary-csv", required=True, type=Path, help="the per-configuration summary to write")
     p.add_argument("--anchors", nargs="*", default=[], help="anchors JSON files of vaestudy anchors")
-    p.add_argument("--feature-facts", default=None, help="JSON of vaestudy feature-net (its accuracy)")
+    p.add_argument(
+        "--feature-facts", nargs="*", default=[], help="JSON files of vaestudy feature-net (their accuracy)"
+    )
     p.add_argument("--history-csv", type=Path, default=None, help="also write the training histories, tidy")
     p.set_defaults(func=_cmd_collect)
 
@@ -611,8 +649,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_study)
 
-    p = sub.add_parser("feature-net", help="train the sample-quality feature network of a data set")
-    _add_data_arguments(p, arena=False)
+    p = sub.add_parser(
+        "feature-net", help="train the sample-quality feature network of a data set in one arena"
+    )
+    _add_data_arguments(p)
     p.add_argument("--epochs", type=_positive_int("epochs"), default=30, help="training epochs (default 30)")
     p.add_argument("--seed", type=int, default=0, help="seed of its initialisation and batches (default 0)")
     p.add_argument("--out", required=True, type=Path, help="network file (.pt) to write")
@@ -657,6 +697,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=None, help="the study config to show in the report")
     p.add_argument("--config-text", default=None, help="the study config as text (instead of --config)")
     p.add_argument("--samples-dir", type=Path, default=None, help="folder of the sample grids")
+    p.add_argument(
+        "--compare",
+        type=Path,
+        default=None,
+        help="another study's summary.csv: each answer says where it disagrees",
+    )
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("reference", help="copy the Markdown report and its figures to a folder kept in git")
@@ -731,6 +777,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_bench)
 
+    p = sub.add_parser("summary", help="a study's table in the terminal: a row per configuration")
+    p.add_argument("results", type=Path, help="results folder (or a kept reference, or a summary.csv)")
+    p.add_argument("--arena", default=None, help="this arena's configurations only")
+    p.add_argument(
+        "--metric", default=None, metavar="M[,M...]", help="the metrics to show (default: the main ones)"
+    )
+    p.add_argument("--sort", default=None, metavar="M", help="sort by this metric's mean, lowest first")
+    p.set_defaults(func=_cmd_summary)
+
+    p = sub.add_parser(
+        "compare",
+        help="compare two studies metric by metric; exit status 1 where any differs beyond the tolerance",
+    )
+    p.add_argument("a", type=Path, help="results folder, kept reference or summary.csv")
+    p.add_argument("b", type=Path, help="the one to compare it with")
+    p.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (default 1e-3)")
+    p.add_argument("--atol", type=float, default=1e-6, help="absolute tolerance (default 1e-6)")
+    p.set_defaults(func=_cmd_compare)
+
     p = sub.add_parser("families", help="list the decoder likelihood families")
     p.set_defaults(func=_cmd_families)
     return parser
@@ -738,14 +803,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        if not (sys.argv[1:] if argv is None else argv):  # no command: what the commands are
+            parser.print_help()
+            return 0
+        args = parser.parse_args(argv)
         cpu_matmul_choice()  # a bad VAESTUDY_CPU_MATMUL is said before any work
         keep_freed_memory()  # before the command allocates anything large
         if getattr(args, "threads", None):
             import torch
 
             torch.set_num_threads(args.threads)
-        args.func(args)
+        code = args.func(args)
         sys.stdout.flush()  # here, so that a reader that has gone (| head) is met below
     except BrokenPipeError:
         # the reader of our output has gone (vaestudy study ... | head): stop quietly, as a
@@ -769,7 +838,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vaestudy: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

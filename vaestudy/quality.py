@@ -1,11 +1,13 @@
-"""Sample quality in the feature space of a classifier trained in the pipeline (STUDY.md s4).
+"""Sample quality in the feature space of a classifier trained in the pipeline, one per arena.
 
 FID (the Frechet distance of Gaussian fits, with scipy.linalg.sqrtm), precision and recall with
 k-nearest-neighbour manifolds (Kynkaanniemi et al. 2019, k = 3), and the classifier's mean
 predictive entropy, for three kinds of image: decoder means of z ~ N(0, I), true draws from
 p(x|z) for the same z, and reconstructions of the test set. Images are clipped to [0, 1] only for
 the feature network's input. Nothing is downloaded: the feature network is trained on the data
-set's own training split.
+set's own training split, as the arena presents it (binarised or dequantised): its features
+are those of the images the arena's models are asked to produce, so a binary draw scored in the
+continuous arena is out of distribution, as it should be.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import scipy.linalg
 import torch
 from torch import nn
 
-from vaestudy.data import ArenaData, binarise, dequantise
+from vaestudy.data import ArenaData
 from vaestudy.train import make_optimizer
 from vaestudy.utils import (
     UserError,
@@ -70,15 +72,6 @@ class FeatureNet(nn.Module):
         return self.head(self.body(x))
 
 
-def _both_arenas(levels: torch.Tensor, num_levels: int, g: torch.Generator) -> torch.Tensor:
-    """Half the batch dequantised, half binarised: one network serves both arenas."""
-    k = levels.float()
-    grey = dequantise(k, num_levels, g)
-    binary = binarise(k, num_levels, g)
-    pick = torch.rand((len(k), 1), generator=g, device=k.device) < 0.5
-    return torch.where(pick, binary, grey)
-
-
 @torch.no_grad()
 def accuracy(net: FeatureNet, x: torch.Tensor, labels: torch.Tensor, batch: int = 1000) -> float:
     correct = sum(
@@ -90,7 +83,8 @@ def accuracy(net: FeatureNet, x: torch.Tensor, labels: torch.Tensor, batch: int 
 def train_feature_net(
     data: ArenaData, epochs: int = 30, seed: int = 0, batch_size: int = 128, lr: float = 1e-3
 ) -> tuple[FeatureNet, dict[str, float]]:
-    """Train the classifier on the training split; report its accuracy on the test split."""
+    """Train the classifier on the training split in data's arena (a fresh draw every epoch);
+    report its accuracy on the test split's fixed draw."""
     device = data.device
     classes = int(data.train_labels.max()) + 1
     with torch.random.fork_rng(devices=[]):
@@ -106,7 +100,7 @@ def train_feature_net(
         total = torch.zeros((), device=device)  # the epoch's summed loss, read once at its end
         for s in range(0, n, batch_size):
             idx = perm[s : s + batch_size]
-            x = _both_arenas(data.train_levels[idx], data.levels, g)
+            x = data.transform(data.train_levels[idx], g)
             loss = nn.functional.cross_entropy(net(x), data.train_labels[idx])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -124,7 +118,7 @@ def train_feature_net(
         "epochs": epochs,
         "classes": classes,
         "seconds": time.perf_counter() - started,
-        "arena_of_test_accuracy": data.arena,
+        "arena": data.arena,
     }
     return net, facts
 
@@ -135,9 +129,16 @@ def save_feature_net(net: FeatureNet, facts: dict[str, Any], path: str | Path) -
     )
 
 
-def load_feature_net(path: str | Path, device: torch.device) -> FeatureNet:
+def load_feature_net(path: str | Path, device: torch.device, arena: str | None = None) -> FeatureNet:
+    """A saved feature network; where arena is given, it must have been trained in that arena."""
     saved = torch_load(path, "feature network")
     require(isinstance(saved, dict) and "state" in saved, f"{path} is not a vaestudy feature network")
+    trained_in = saved.get("facts", {}).get("arena")
+    require(
+        arena is None or trained_in == arena,
+        f"feature network {path} was trained in the {trained_in} arena, not the {arena} arena: "
+        f"train one with vaestudy feature-net --arena {arena}",
+    )
     net = FeatureNet(tuple(saved["shape"]), saved["classes"])
     try:
         net.load_state_dict(saved["state"])
@@ -232,7 +233,7 @@ def score_images(
 
 def _reference(net: FeatureNet, data: ArenaData, n: int) -> torch.Tensor:
     """Features of n training images under the arena's fixed draw: the reference manifold."""
-    return net.features(data.train_fixed()[:n])
+    return net.features(data.train_fixed(n))
 
 
 @torch.no_grad()

@@ -28,6 +28,16 @@ QUESTIONS = {
 }
 
 
+# the HTML report's category of each question's figures and tables (workflow/rules/common.smk)
+CATEGORY = {
+    "q1": "Q1. Is MSE enough?",
+    "q2": "Q2. The fixed sigma",
+    "q3": "Q3. Learned variance",
+    "q4": "Q4. BCE on grey levels",
+    "q5": "Q5. What is a sample?",
+}
+
+
 @dataclass
 class Answer:
     key: str
@@ -35,6 +45,13 @@ class Answer:
     short: str  # one or two sentences, from the numbers
     evidence: list[str]  # bullet points with the numbers
     figures: list[str]  # figure names that show it
+    headline: str = (
+        ""  # one line for the front page and the README's findings ("" : the short's first sentence)
+    )
+
+    @property
+    def line(self) -> str:
+        return self.headline or self.short.split(". ")[0].rstrip(".") + "."
 
 
 class Numbers:
@@ -53,6 +70,10 @@ class Numbers:
 
     def has(self, config: str) -> bool:
         return config in set(self.summary.config)
+
+    def configs_of_arena(self, arena: str) -> list[str]:
+        s = self.summary[(self.summary.arena == arena) & ~self.summary.family.isin(["anchor", "feature_net"])]
+        return list(dict.fromkeys(s.config))
 
     def configs(self, family: str, arena: str = "continuous") -> list[str]:
         s = self.summary[(self.summary.family == family) & (self.summary.arena == arena)]
@@ -148,7 +169,14 @@ def answer_q1(n: Numbers) -> Answer:
             "of a Gaussian decoder with a fixed sigma (sigma^2 = 1/2 for a summed MSE, D/2 for a mean over pixels). "
             "In this run, " + "; ".join(parts) + "."
         )
-    return Answer("q1", QUESTIONS["q1"], short, ev, ["sigma_sweep", "rate_distortion"])
+    headline = ""
+    if mse:
+        c = mse[0]
+        headline = (
+            f"Yes in effect: MSE is a Gaussian with a fixed sigma; `{_short_name(c)}` is sigma {f(n.get(c, 'sigma'))}, "
+            f"its -ELBO the loss plus {f(-n.get(c, 'elbo') - n.get(c, 'loss'), 5)} nats."
+        )
+    return Answer("q1", QUESTIONS["q1"], short, ev, ["sigma_sweep", "rate_distortion"], headline)
 
 
 def answer_q2(n: Numbers) -> Answer:
@@ -189,7 +217,15 @@ def answer_q2(n: Numbers) -> Answer:
         f"calibrated bpd {f(metric(c, 'calibrated_bpd'))}, FID means {f(metric(c, 'fid_mean'))}, FID draws {f(metric(c, 'fid_draw'))}"
         for s, c in sweep
     ] + lost
-    return Answer("q2", QUESTIONS["q2"], short, ev, ["sigma_sweep", "active_units", "rate_distortion"])
+    headline = (
+        f"From sigma {f(lo[0])} to {f(hi[0])} the rate {moves('rate')} nats and the active units "
+        f"{moves('active_units', plural=True)}"
+        + (f"; the best calibrated bits/dim is at sigma {f(best_bpd[0])}" if best_bpd else "")
+        + "."
+    )
+    return Answer(
+        "q2", QUESTIONS["q2"], short, ev, ["sigma_sweep", "active_units", "rate_distortion"], headline
+    )
 
 
 LEARNED_VARIANCE = ("gaussian_shared", "gaussian_pixel", "gaussian_optimal", "gaussian_heteroscedastic")
@@ -229,6 +265,19 @@ def answer_q3(n: Numbers) -> Answer:
     if best:
         short += f"; the best fixed sigma of the sweep is {f(best[0])} (calibrated bpd {f(n.get(best[1], 'calibrated_bpd'))})"
     short += "."
+    gaps = [(n.get(c, "elbo_gap"), c) for c in n.configs_of_arena("continuous") if n.scored(c)]
+    gaps = [g for g in gaps if math.isfinite(g[0])]
+    if gaps:
+        top, config = max(gaps)
+        short += (
+            f" Memorising shows as the gap between the training and the test ELBO: largest for `{config}`, "
+            f"{f(top)} nats per image (best validation epoch {f(n.get(config, 'best_epoch'))} of "
+            f"{f(n.get(config, 'epochs'))} trained)."
+        )
+        ev += [
+            f"`{c}`: training minus test ELBO {f(g)} nats, best validation epoch {f(n.get(c, 'best_epoch'))}"
+            for g, c in sorted(gaps, reverse=True)
+        ]
     if learned:
         short += " " + (
             f"Unstable here: {', '.join(unstable)} (diverged runs)."
@@ -236,7 +285,14 @@ def answer_q3(n: Numbers) -> Answer:
             else "No learned-variance run diverged on this data; a floor of 0 on the heteroscedastic variance is the risky "
             "one (its density can grow without bound where a pixel never varies)."
         )
-    return Answer("q3", QUESTIONS["q3"], short, ev, ["sigma_sweep", "training_sigma", "bpd_by_model"])
+    headline = short.split(". ")[0].rstrip(".")
+    if unstable:
+        headline += f"; unstable: {', '.join(_short_name(c) for c in unstable)}"
+    if gaps:
+        headline += f"; the largest train-test ELBO gap is {f(top)} nats ({_short_name(config)})"
+    return Answer(
+        "q3", QUESTIONS["q3"], short, ev, ["sigma_sweep", "training_sigma", "bpd_by_model"], headline + "."
+    )
 
 
 def answer_q4(n: Numbers) -> Answer:
@@ -282,14 +338,44 @@ def answer_q4(n: Numbers) -> Answer:
             f"`binary/bernoulli` (its natural home, a normalised pmf): ELBO {f(n.get('binary/bernoulli', 'elbo'))}, "
             f"bpd {f(n.get('binary/bernoulli', 'bpd'))} on binarised data (a different data set: not comparable)."
         )
-    return Answer("q4", QUESTIONS["q4"], short, ev, ["bpd_by_model", "iwae_convergence"])
+    headline = (
+        f"BCE's 'ELBO' ({f(n.get(b, 'elbo'))} nats) is no density's: the continuous Bernoulli's is {f(n.get(cb, 'elbo'))}; "
+        f"on one scale {f(n.get(b, 'calibrated_bpd'))} against {f(n.get(cb, 'calibrated_bpd'))} bits/dim."
+    )
+    return Answer("q4", QUESTIONS["q4"], short, ev, ["bpd_by_model", "iwae_convergence"], headline)
+
+
+FEATURE_LIMITS = (
+    "What these scores cannot see: the features are those of a classifier of this data set in this arena, so "
+    "they keep what tells the classes apart and drop much of the rest (pixel-level noise among it); FID fits "
+    "Gaussians to those features from a few hundred or thousand images and is biased upwards for small sets; "
+    "precision and recall with k nearest neighbours move with the number of images; and none of them measures a "
+    "likelihood or notices a model that copies its training images."
+)
+
+
+def _arena_models(n: Numbers, arena: str) -> list[str]:
+    return [c for c in n.configs_of_arena(arena) if n.scored(c) and math.isfinite(n.get(c, "fid_mean"))]
+
+
+def sanity_order(n: Numbers, arena: str) -> tuple[float, tuple[float, str, str], float] | None:
+    """(FID of test images, (FID, model, kind) of the best model's samples, FID of uniform noise) of an
+    arena: a feature space worth reading orders them test < best model < noise."""
+    test, noise = n.get(f"{arena}/anchor-test", "fid"), n.get(f"{arena}/anchor-noise", "fid")
+    scored = [
+        (n.get(c, f"fid_{kind}"), c, kind) for c in _arena_models(n, arena) for kind in ("mean", "draw")
+    ]
+    scored = [s for s in scored if math.isfinite(s[0])]
+    if not scored or not (math.isfinite(test) and math.isfinite(noise)):
+        return None
+    return test, min(scored), noise
 
 
 def answer_q5(n: Numbers) -> Answer:
     models = [
         c
         for c in dict.fromkeys(n.summary.config)
-        if not c.endswith(("anchor-test", "anchor-noise")) and c != "feature_net"
+        if n.summary[n.summary.config == c].family.iloc[0] not in ("anchor", "feature_net")
     ]
     rows = [
         (c, n.get(c, "fid_mean"), n.get(c, "fid_draw")) for c in models if math.isfinite(n.get(c, "fid_mean"))
@@ -299,13 +385,26 @@ def answer_q5(n: Numbers) -> Answer:
         f"{f(n.get(c, 'precision_draw'))}, recall {f(n.get(c, 'recall_mean'))} / {f(n.get(c, 'recall_draw'))}"
         for c, m, d in rows
     ]
+    order_text, in_order = [], {}
     for arena in ("continuous", "binary"):
         for kind in ("test", "noise"):
             c = f"{arena}/anchor-{kind}"
             if n.has(c):
-                ev.append(f"anchor `{c}`: FID {f(n.get(c, 'fid'))}")
+                precision = n.get(c, "precision")
+                ev.append(
+                    f"anchor `{c}`: FID {f(n.get(c, 'fid'))}"
+                    + (f", precision {f(precision)}" if math.isfinite(precision) else "")
+                )
+        order = sanity_order(n, arena)
+        if order is not None:
+            test, (best, config, kind), noise = order
+            holds = in_order[arena] = test < best < noise
+            order_text.append(
+                f"{arena} arena: test images {f(test)} < best model ({config.split('/', 1)[1]}, {kind}s) "
+                f"{f(best)} < uniform noise {f(noise)}" + ("" if holds else " does NOT hold")
+            )
     lost = [c for c in models if not n.scored(c)]
-    ev = [n.lost(c) for c in lost] + ev
+    ev = [n.lost(c) for c in lost] + ev + [FEATURE_LIMITS]
     if not rows:
         short = (
             "Every model diverged in all its seeds: no samples to score."
@@ -314,21 +413,146 @@ def answer_q5(n: Numbers) -> Answer:
         )
         return Answer("q5", QUESTIONS["q5"], short, ev, ["sample_quality"])
     worse = [c for c, m, d in rows if d > m]
-    better = [c for c, m, d in rows if d <= m]
+    precise = [c for c, _, _ in rows if n.get(c, "precision_draw") < n.get(c, "precision_mean")]
+    recalled = [c for c, _, _ in rows if n.get(c, "recall_draw") > n.get(c, "recall_mean")]
     gap = max(rows, key=lambda r: abs(r[2] - r[1]))
+    fid_says, precision_says = len(worse) > len(rows) / 2, len(precise) > len(rows) / 2
+    recall = "Recall only says how much of the data's variety the samples cover. "
+    if fid_says and precision_says:
+        carry = (
+            "FID and precision agree and carry this conclusion: most draws lie off the data's manifold, with pixel "
+            "noise that the images do not have. " + recall
+        )
+    elif precision_says:
+        carry = (
+            f"Precision, which measures fidelity alone, carries the conclusion that draws look less like the data "
+            f"({len(precise)} of {len(rows)}). FID mixes fidelity with diversity: it rewards the spread that pixel "
+            f"noise adds and punishes means that all look alike (a collapsed model's), so it ranks draws better in "
+            f"{len(rows) - len(worse)} of {len(rows)} and cannot settle this question alone. " + recall
+        )
+    elif fid_says:
+        carry = (
+            "FID ranks draws worse but precision does not, so the draws cover the data less well without lying "
+            "further off its manifold. " + recall
+        )
+    else:
+        carry = "Neither FID nor precision finds draws worse in most models on this data. " + recall
     short = (
-        f"Tutorials show E[x|z]; the model defines x ~ p(x|z), and the two are scored apart here. For the same z, true "
-        f"draws score a higher (worse) FID than decoder means in {len(worse)} of {len(rows)} models"
-        + (f" ({', '.join(c.split('/', 1)[1] for c in worse)})" if worse else "")
-        + f" and a lower one in {len(better)}. The largest difference: `{gap[0]}`, FID {f(gap[1])} for means against "
-        f"{f(gap[2])} for draws. The sample grids show both side by side."
+        f"Tutorials show E[x|z]; the model defines x ~ p(x|z), and the two are scored apart here, each arena in the "
+        f"features of a classifier trained on that arena's images. For the same z, true draws score a worse (higher) "
+        f"FID than decoder means in {len(worse)} of {len(rows)} models and a lower precision in {len(precise)} of "
+        f"{len(rows)}; their recall is higher in {len(recalled)} of {len(rows)}. The largest difference: `{gap[0]}`, "
+        f"FID {f(gap[1])} for means against {f(gap[2])} for draws. "
+        + carry
+        + (
+            "The feature space orders its anchors as it should: " + "; ".join(order_text) + ". "
+            if order_text
+            else ""
+        )
+        + "What the scores cannot see is listed below."
     )
-    return Answer("q5", QUESTIONS["q5"], short, ev, ["sample_quality"])
+    headline = (
+        f"Draws score a worse FID than means in {len(worse)} of {len(rows)} models and a lower precision in "
+        f"{len(precise)}"
+        + (
+            "; "
+            + ("each arena's" if len(in_order) > 1 else "the")
+            + " feature space orders test images < best model < noise"
+            if in_order and all(in_order.values())
+            else "".join(
+                f"; the {arena} feature space does NOT order test < best model < noise"
+                for arena, ok in in_order.items()
+                if not ok
+            )
+        )
+        + "."
+    )
+    return Answer("q5", QUESTIONS["q5"], short, ev, ["sample_quality"], headline)
 
 
-def answers(summary: pd.DataFrame) -> list[Answer]:
+def _yes(value: bool) -> str:
+    return "yes" if value else "no"
+
+
+def _short_name(config: str) -> str:
+    return config.split("/", 1)[1]
+
+
+def verdicts(n: Numbers) -> dict[str, dict[str, str]]:
+    """Per question, the run's findings as short values that can be set against another study's."""
+    v: dict[str, dict[str, str]] = {q: {} for q in QUESTIONS}
+    for c in n.configs("mse"):
+        if n.scored(c):
+            v["q1"][f"`{_short_name(c)}` keeps an active unit"] = _yes(n.get(c, "active_units") >= 1)
+    sweep = _sweep(n)
+    if len(sweep) >= 2:
+        for metric, what in (("calibrated_bpd", "calibrated bits/dim"), ("fid_mean", "FID of decoder means")):
+            best = _best(n, sweep, metric)
+            if best:
+                v["q2"][f"the fixed sigma of the best {what}"] = f(best[0])
+        lo, hi = sweep[0][1], sweep[-1][1]
+        v["q2"]["the rate falls as sigma grows"] = _yes(n.get(hi, "rate") < n.get(lo, "rate"))
+    learned = [c for family in LEARNED_VARIANCE for c in n.configs(family)]
+    if learned:
+        v["q3"]["learned-variance models that diverged"] = (
+            ", ".join(_short_name(c) for c in learned if n.diverged(c)) or "none"
+        )
+        best = [(n.get(c, "calibrated_bpd"), c) for c in learned if n.scored(c)]
+        best = [b for b in best if math.isfinite(b[0])]
+        if best:
+            v["q3"]["the best learned variance (calibrated bits/dim)"] = _short_name(min(best)[1])
+    b, cb = "continuous/bernoulli", "continuous/continuous_bernoulli"
+    if n.scored(b) and n.scored(cb):
+        gap = n.get(cb, "elbo") - n.get(b, "elbo")
+        v["q4"]["the continuous Bernoulli's ELBO against BCE's"] = (
+            "within 1 nat" if abs(gap) <= 1 else "above" if gap > 0 else "below"
+        )
+        v["q4"]["the better of the two on calibrated bits/dim"] = _short_name(
+            min((n.get(c, "calibrated_bpd"), c) for c in (b, cb))[1]
+        )
+    rows = [c for c in n.configs_of_arena("continuous") + n.configs_of_arena("binary") if n.scored(c)]
+    rows = [c for c in rows if math.isfinite(n.get(c, "fid_draw") - n.get(c, "fid_mean"))]
+    if rows:
+        worse = sum(n.get(c, "fid_draw") > n.get(c, "fid_mean") for c in rows)
+        v["q5"]["draws score a worse FID than means in most models"] = _yes(worse > len(rows) / 2)
+        lower = sum(n.get(c, "precision_draw") < n.get(c, "precision_mean") for c in rows)
+        v["q5"]["draws score a lower precision than means in most models"] = _yes(lower > len(rows) / 2)
+        orders = [sanity_order(n, arena) for arena in ("continuous", "binary")]
+        orders = [o for o in orders if o is not None]
+        if orders:
+            v["q5"]["FID orders test images < best model < noise"] = _yes(
+                all(o[0] < o[1][0] < o[2] for o in orders)
+            )
+    return v
+
+
+def comparison(mine: dict[str, str], theirs: dict[str, str], label: str) -> str:
+    """One sentence: where this run's findings differ from another study's, and how many agree."""
+    shared = [k for k in mine if k in theirs]
+    if not shared:
+        return ""
+    differ = [k for k in shared if mine[k] != theirs[k]]
+    same = len(shared) - len(differ)
+    if not differ:
+        return f"The {label} study agrees on all {same} of these findings."
+    text = "; ".join(f"{k}: {mine[k]} here, {theirs[k]} on {label}" for k in differ)
+    return f"Where the {label} study disagrees: {text}" + (
+        f" (it agrees on the other {same})." if same else "."
+    )
+
+
+def answers(summary: pd.DataFrame, other: pd.DataFrame | None = None) -> list[Answer]:
+    """The five answers; where `other` (another study's summary) is given, each says where it disagrees."""
     n = Numbers(summary)
-    return [answer_q1(n), answer_q2(n), answer_q3(n), answer_q4(n), answer_q5(n)]
+    ans = [answer_q1(n), answer_q2(n), answer_q3(n), answer_q4(n), answer_q5(n)]
+    if other is not None and not other.empty:
+        label = str(other.dataset.dropna().iloc[0]) if other.dataset.notna().any() else "other"
+        mine, theirs = verdicts(n), verdicts(Numbers(other))
+        for a in ans:
+            sentence = comparison(mine[a.key], theirs[a.key], label)
+            if sentence:
+                a.short += " " + sentence
+    return ans
 
 
 COMPARE = """Which numbers compare, and why
@@ -396,6 +620,8 @@ TABLE_METRICS = (
     "bpd",
     "ll_iwae",
     "elbo",
+    "elbo_gap",
+    "best_epoch",
     "rate",
     "distortion",
     "mse",
@@ -411,7 +637,7 @@ TABLE_METRICS = (
 def arena_table(summary: pd.DataFrame, arena: str) -> pd.DataFrame:
     """Per configuration, every key metric as 'mean +- half 95% interval', sorted by calibrated bpd
     (bpd in the binary arena); not-comparable numbers marked with '*'."""
-    s = summary[(summary.arena == arena) & (summary.family != "anchor")]
+    s = summary[(summary.arena == arena) & ~summary.family.isin(["anchor", "feature_net"])]
     if s.empty:  # its header alone: an empty file is no CSV to pandas ("No columns to parse")
         return pd.DataFrame(columns=["model", "seeds", "diverged"])
     sort_metric = "calibrated_bpd" if arena == "continuous" else "bpd"
@@ -442,17 +668,37 @@ def arena_table(summary: pd.DataFrame, arena: str) -> pd.DataFrame:
     return table[columns].fillna("")
 
 
-def front_page_rst(ans: list[Answer], info: dict[str, Any]) -> str:
-    """The report's front page: the five questions with this run's short answers, then the run facts."""
+def front_page_rst(ans: list[Answer]) -> str:
+    """The report's front page, one screen: each question's one-line answer from this run and where its
+    evidence is. The per-model numbers are in the captions (conclusions), the run facts under Tables."""
     out = ["The five questions, answered by this run", "-----------------------------------------", ""]
-    for i, a in enumerate(ans, 1):
-        out += [f"**Q{i}. {a.question}**", "", a.short.replace("`", "``"), ""]
-        out += [f"* {e.replace('`', '``')}" for e in a.evidence] + [""]
+    for a in ans:
+        out += [f"* **{CATEGORY[a.key]}** — {a.line.replace('`', '``')}"]
     out += [
-        COMPARE,
+        "",
+        "The categories on the left hold each question's figures; their captions give the whole answer with "
+        "every model's numbers. **Tables** says which numbers compare, and why, and what ran.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def findings_markdown(studies: dict[str, list[Answer]]) -> str:
+    """The README's findings: a row per question, a column of one-line answers per study."""
+    lines = ["| question | " + " | ".join(studies) + " |", "|---" * (len(studies) + 1) + "|"]
+    for key in QUESTIONS:
+        cells = [next(a.line for a in ans if a.key == key).replace("|", "\\|") for ans in studies.values()]
+        lines.append(f"| {CATEGORY[key]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def about_rst(info: dict[str, Any]) -> str:
+    """Which numbers compare, and the run's config, versions, revision and device (the tables' caption)."""
+    out = [
+        COMPARE.replace("------------------------------", "~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~"),
         "",
         "This run",
-        "--------",
+        "~~~~~~~~",
         "",
         f"* git revision: {info['revision']}",
         f"* devices: {', '.join(info['devices']) or 'unknown'}",
@@ -466,11 +712,16 @@ def front_page_rst(ans: list[Answer], info: dict[str, Any]) -> str:
 
 
 def conclusions(ans: list[Answer]) -> dict[str, str]:
-    """Per figure name, the short answers that cite it (reStructuredText)."""
+    """Per figure name, the answers that cite it, each with its per-model evidence (reStructuredText)."""
     per: dict[str, list[str]] = {}
     for i, a in enumerate(ans, 1):
         for fig in a.figures:
-            per.setdefault(fig, []).append(f"**This run (Q{i}):** {a.short.replace('`', '``')}")
+            text = f"**This run (Q{i}):** {a.short.replace('`', '``')}"
+            if (
+                fig == a.figures[0] and a.evidence
+            ):  # the per-model list once, under the question's first figure
+                text += "\n\n" + "\n".join(f"* {e.replace('`', '``')}" for e in a.evidence)
+            per.setdefault(fig, []).append(text)
     return {k: "\n\n".join(v) + "\n" for k, v in per.items()}
 
 
@@ -536,18 +787,21 @@ def write_report(
     config_text: str,
     figure_dir: str = "figures",
     samples_dir: str | Path | None = None,
+    compare: str | Path | None = None,
 ) -> dict[str, Path]:
     """Write front.rst, conclusions/<figure>.rst, tables/<arena>.csv, summary.md and report.md under out_dir
-    (report.md refers to the figures as <figure_dir>/<name>.png, relative to out_dir)."""
+    (report.md refers to the figures as <figure_dir>/<name>.png, relative to out_dir). compare: another
+    study's summary.csv, whose findings each answer is set against."""
     from vaestudy.tables import read_table
 
     summary, metrics = read_table(summary_csv, "summary"), read_table(metrics_csv, "metrics")
     out = Path(out_dir)
-    ans = answers(summary)
+    ans = answers(summary, read_table(compare, "summary") if compare else None)
     info = run_info(metrics, config_text)
     written = {}
     written["front"] = out / "report" / "front.rst"
-    atomic_write_text(written["front"], front_page_rst(ans, info))
+    atomic_write_text(written["front"], front_page_rst(ans))
+    atomic_write_text(out / "report" / "about.rst", about_rst(info))
     from vaestudy.figures import FIGURES  # the figure names; their captions live in workflow/report/
 
     for name in FIGURES:
@@ -573,11 +827,12 @@ def write_report(
 
 
 def copy_reference(results: str | Path, out: str | Path) -> list[Path]:
-    """Copy report.md, its figures (PNG), the Markdown tables and the seed-1 sample grids to out."""
+    """Copy report.md, its figures (PNG), the tables (Markdown, and summary.csv for comparisons) and the
+    seed-1 sample grids to out."""
     import shutil
 
     results, out = Path(results), Path(out)
-    files = [results / "report.md", results / "tables" / "summary.md"]
+    files = [results / "report.md", results / "tables" / "summary.md", results / "tables" / "summary.csv"]
     for path in files:  # all checked before anything is copied
         require(path.is_file(), f"{path} does not exist: run the study first (snakemake --cores 2)")
     check_output_folder(out)

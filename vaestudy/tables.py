@@ -15,7 +15,15 @@ from scipy import stats
 from vaestudy.utils import UserError, atomic_write_text, first_line, read_text, require
 
 ID_COLUMNS = ["run", "config", "dataset", "arena", "family", "sigma", "reduction", "floor", "seed"]
-FACT_METRICS = ("epochs", "train_seconds", "eval_seconds", "peak_memory_mb_train", "num_pixels", "levels")
+FACT_METRICS = (
+    "epochs",
+    "best_epoch",
+    "train_seconds",
+    "eval_seconds",
+    "peak_memory_mb_train",
+    "num_pixels",
+    "levels",
+)
 SUMMARY_KEYS = ["config", "dataset", "arena", "family", "sigma", "reduction", "floor", "metric"]
 # the columns of the tables that write_tables writes, which figures and report read
 TABLE_COLUMNS = {
@@ -128,7 +136,7 @@ def collect(
     paths: list[str | Path],
     results_root: str | Path,
     anchors: list[str | Path] = (),
-    feature_facts: str | Path | None = None,
+    feature_facts: list[str | Path] = (),
 ) -> pd.DataFrame:
     """Read results_root/runs/<run>/metrics.json files (and quality.json beside each, where present),
     the anchors and the feature network's accuracy into one tidy frame."""
@@ -153,16 +161,16 @@ def collect(
         anchors_file = _read_json(path, "anchors file")
         with _fields_of(path, "an anchors file of vaestudy anchors"):
             rows.extend(anchor_rows(anchors_file))
-    if feature_facts is not None:
-        facts = _read_json(Path(feature_facts), "feature network facts")
-        with _fields_of(Path(feature_facts), "the facts file of vaestudy feature-net"):
-            accuracy, dataset = float(facts["test_accuracy"]), facts.get("dataset")
+    for path in map(Path, feature_facts):
+        facts = _read_json(path, "feature network facts")
+        with _fields_of(path, "the facts file of vaestudy feature-net"):
+            accuracy, dataset, arena = float(facts["test_accuracy"]), facts.get("dataset"), facts["arena"]
         rows.append(
             {
-                "run": "feature_net",
-                "config": "feature_net",
+                "run": f"{arena}/feature_net",
+                "config": f"{arena}/feature_net",
                 "dataset": dataset,
-                "arena": None,
+                "arena": arena,
                 "family": "feature_net",
                 "sigma": None,
                 "reduction": None,
@@ -233,7 +241,7 @@ def write_tables(
     metrics_csv: str | Path,
     summary_csv: str | Path,
     anchors: list[str | Path] = (),
-    feature_facts: str | Path | None = None,
+    feature_facts: list[str | Path] = (),
     history_csv: str | Path | None = None,
 ) -> pd.DataFrame:
     """metrics.csv (tidy), summary.csv (over seeds) and, if asked, history.csv (training curves)."""

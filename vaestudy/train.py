@@ -519,6 +519,7 @@ def _train(config: RunConfig, out: Path, progress: bool | None) -> dict[str, Any
     step = TrainStep(model, optimizer, config.compile)
     history: list[dict[str, Any]] = []
     status, diverged_epoch, start_epoch = "ok", None, 0
+    best: dict[str, Any] = {"epoch": None, "val_elbo": -math.inf, "model": None}  # of validation ELBO
     if state is not None:
         try:
             model.load_state_dict(state["model"])
@@ -529,10 +530,13 @@ def _train(config: RunConfig, out: Path, progress: bool | None) -> dict[str, Any
             ) from None
         history, start_epoch = list(state["history"]), int(state["epoch"])
         status, diverged_epoch = state["status"], state["diverged_epoch"]
+        best = state.get("best", best)
         print(f"resuming {out} from epoch {start_epoch}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
 
     def checkpoint(epoch: int) -> None:
+        # the curves so far, readable while the run trains (and resumes with the checkpoint)
+        atomic_write_text(out / HISTORY, _history_csv(history))
         atomic_torch_save(
             out / CHECKPOINT,
             {
@@ -543,7 +547,16 @@ def _train(config: RunConfig, out: Path, progress: bool | None) -> dict[str, Any
                 "history": history,
                 "status": status,
                 "diverged_epoch": diverged_epoch,
+                "best": best,
             },
+        )
+
+    def out_of_patience(epoch: int) -> bool:
+        """No better validation ELBO for `patience` epochs up to this one."""
+        return (
+            config.patience is not None
+            and best["epoch"] is not None
+            and epoch - best["epoch"] >= config.patience
         )
 
     label = f"{config.arena}/{config.family}"
@@ -552,7 +565,7 @@ def _train(config: RunConfig, out: Path, progress: bool | None) -> dict[str, Any
     model.train()
     with _StopSignals() as term:
         for epoch in range(start_epoch + 1, config.epochs + 1):
-            if status != "ok":
+            if status != "ok" or out_of_patience(epoch - 1):
                 break
             t0 = time.perf_counter()
             last_good = copy.deepcopy(model.state_dict())
@@ -585,8 +598,15 @@ def _train(config: RunConfig, out: Path, progress: bool | None) -> dict[str, Any
             }
             history.append(row)
             bar.update(row)
+            if status == "ok" and val > best["val_elbo"]:
+                best = {
+                    "epoch": epoch,
+                    "val_elbo": val,
+                    "model": copy.deepcopy(model.state_dict()) if config.keep_best else None,
+                }
             if (
                 status != "ok"
+                or out_of_patience(epoch)
                 or epoch % config.checkpoint_every == 0
                 or epoch == config.epochs
                 or term.raised is not None
@@ -600,6 +620,8 @@ def _train(config: RunConfig, out: Path, progress: bool | None) -> dict[str, Any
                 )
     bar.close()
 
+    if config.keep_best and best["model"] is not None:
+        model.load_state_dict(best["model"])
     model.eval()
     if status == "ok" and model.likelihood.fits_sigma_after_training:
         g_fit = generator(device, config.seed, "final-fit")
@@ -608,6 +630,9 @@ def _train(config: RunConfig, out: Path, progress: bool | None) -> dict[str, Any
         "status": status,
         "diverged_epoch": diverged_epoch,
         "epochs": len(history),
+        "best_epoch": best["epoch"],
+        "best_val_elbo": best["val_elbo"] if best["epoch"] is not None else None,
+        "weights": "best" if config.keep_best and best["model"] is not None else "last",
         "seconds": sum(r["seconds"] for r in history),
         "seconds_this_process": time.perf_counter() - started,
         "device": device_name(device),
@@ -627,6 +652,7 @@ def _train(config: RunConfig, out: Path, progress: bool | None) -> dict[str, Any
             "status": status,
             "diverged_epoch": diverged_epoch,
             "epochs": len(history),
+            "best_epoch": best["epoch"],
         },
     )
     atomic_write_json(out / FACTS, facts)

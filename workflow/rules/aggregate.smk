@@ -4,7 +4,7 @@ rule collect:
         metrics=expand(f"{RESULTS}/runs/{{run}}/metrics.json", run=RUN_NAMES),
         quality=expand(f"{RESULTS}/runs/{{run}}/quality.json", run=RUN_NAMES),
         anchors=expand(f"{RESULTS}/quality/anchors/{{arena}}.json", arena=ARENAS),
-        feature=rules.feature_net.output.facts,
+        feature=expand(f"{RESULTS}/quality/feature_net/{{arena}}.json", arena=ARENAS),
     output:
         metrics=f"{RESULTS}/tables/metrics.csv",
         summary=f"{RESULTS}/tables/summary.csv",

@@ -5,6 +5,7 @@ import json
 import shlex
 import sys
 
+from vaestudy.report import CATEGORY
 from vaestudy.study import expand_study
 from vaestudy.utils import STARTUP_ENV, UserError, put_command_on_path
 
@@ -24,6 +25,14 @@ except UserError as error:
 RESULTS = os.path.normpath(config["results"])
 # every vaestudy command logs its process start-up (interpreter and imports): `vaestudy bench --pipeline`
 os.environ[STARTUP_ENV] = "1"  # VAESTUDY_LOG_STARTUP, set here for the jobs, not asked of the user
+# another study's summary.csv that the report's answers are set against: relative paths are read from the
+# working folder, or else from the repository (its kept reference reports)
+COMPARE = config["compare_with"]
+if COMPARE and not os.path.isfile(COMPARE):
+    COMPARE = os.path.join(workflow.basedir, COMPARE) if not os.path.isabs(COMPARE) else COMPARE
+    if not os.path.isfile(COMPARE):
+        sys.stderr.write(f"vaestudy: config error: compare_with: {config['compare_with']} does not exist\n")
+        sys.exit(2)
 RUN_NAMES = list(RUNS)
 ARENAS = sorted({run.config.arena for run in RUNS.values()})
 SEEDS = list(config["seeds"])
@@ -84,14 +93,14 @@ def samples_flag() -> str:
     return f"--samples {int(samples)}" if samples else ""
 
 
-FIGURE_CATEGORY = {
-    "rate_distortion": ("Q1. Is MSE enough?", "rate and distortion"),
-    "sigma_sweep": ("Q2. The fixed sigma", "the sweep"),
-    "active_units": ("Q2. The fixed sigma", "posterior collapse"),
-    "training_sigma": ("Q3. Learned variance", "sigma during training"),
-    "bpd_by_model": ("Q4. BCE on grey levels", "one scale"),
-    "iwae_convergence": ("Q4. BCE on grey levels", "IWAE against K"),
-    "sample_quality": ("Q5. What is a sample?", "scores"),
+FIGURE_CATEGORY = {  # the report's categories: one per question (vaestudy.report.CATEGORY), and Training
+    "rate_distortion": (CATEGORY["q1"], "rate and distortion"),
+    "sigma_sweep": (CATEGORY["q2"], "the sweep"),
+    "active_units": (CATEGORY["q2"], "posterior collapse"),
+    "training_sigma": (CATEGORY["q3"], "sigma during training"),
+    "bpd_by_model": (CATEGORY["q4"], "one scale"),
+    "iwae_convergence": (CATEGORY["q4"], "IWAE against K"),
+    "sample_quality": (CATEGORY["q5"], "scores"),
     "training_loss": ("Training", "curves"),
     "training_rate": ("Training", "curves"),
     "training_distortion": ("Training", "curves"),

@@ -9,7 +9,7 @@
 rule model:
     input:
         data=f"{RESULTS}/data/{config['dataset']}.json",
-        net=rules.feature_net.output.net,
+        net=lambda wildcards: f"{RESULTS}/quality/feature_net/{CONFIGS[wildcards.cfg].config.arena}.pt",
     output:
         models=per_seed("model.pt"),
         histories=per_seed("history.csv"),
@@ -18,7 +18,7 @@ rule model:
         scores=per_seed("quality.json"),
         figures=[
             report(f"{RESULTS}/figures/samples/{{cfg}}/seed{seed}.png", caption="../report/samples.rst",
-                   category="Q5. What is a sample?", subcategory="sample grids",
+                   category=CATEGORY["q5"], subcategory="sample grids",
                    labels={"model": "{cfg}", "seed": str(seed)})
             for seed in SEEDS
         ],

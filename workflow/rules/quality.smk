@@ -1,17 +1,18 @@
-# Sample quality: a feature network trained on the data set's own training split (no downloaded
-# weights) and the anchors of each arena. Each model's own scores come from rule model.
+# Sample quality: one feature network per arena, trained on the data set's own training split as
+# that arena presents it (no downloaded weights), and the anchors of each arena. Each model's own
+# scores come from rule model.
 
 
 rule feature_net:
     input:
         data=f"{RESULTS}/data/{config['dataset']}.json",
     output:
-        net=f"{RESULTS}/quality/feature_net.pt",
-        facts=f"{RESULTS}/quality/feature_net.json",
+        net=f"{RESULTS}/quality/feature_net/{{arena}}.pt",
+        facts=f"{RESULTS}/quality/feature_net/{{arena}}.json",
     log:
-        f"{RESULTS}/logs/feature_net.log",
+        f"{RESULTS}/logs/feature_net/{{arena}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/feature_net.tsv"
+        f"{RESULTS}/benchmarks/feature_net/{{arena}}.tsv"
     params:
         data=data_flags(),
         epochs=config["quality"]["feature_epochs"],
@@ -22,8 +23,8 @@ rule feature_net:
         runtime=rule_resources("quality", "runtime"),
         gpu=rule_resources("quality", "gpu"),
     shell:
-        "vaestudy feature-net {params.data} --epochs {params.epochs} --seed {params.seed} "
-        "--threads {threads} --out {output.net:q} --facts {output.facts:q} > {log:q} 2>&1"
+        "vaestudy feature-net {params.data} --arena {wildcards.arena} --epochs {params.epochs} "
+        "--seed {params.seed} --threads {threads} --out {output.net:q} --facts {output.facts:q} > {log:q} 2>&1"
 
 
 rule anchors:
@@ -48,4 +49,3 @@ rule anchors:
     shell:
         "vaestudy anchors {params.data} --arena {wildcards.arena} --feature-net {input.net:q} "
         "{params.samples} --k {params.k} --seed {params.seed} --threads {threads} --out {output:q} > {log:q} 2>&1"
-

@@ -27,8 +27,10 @@ rule report_text:
         summary=rules.collect.output.summary,
         metrics=rules.collect.output.metrics,
         grids=rules.collect.input.quality,
+        compare=[COMPARE] if COMPARE else [],
     output:
         front=f"{RESULTS}/report/front.rst",
+        about=f"{RESULTS}/report/about.rst",
         conclusions=[f"{RESULTS}/report/conclusions/{name}.rst" for name in FIGURE_CATEGORY],
         continuous=report(f"{RESULTS}/tables/continuous.csv", caption="../report/table.rst", category="Tables",
                           labels={"table": "continuous arena"}),
@@ -49,16 +51,19 @@ rule report_text:
         runtime=30,
     shell:
         "vaestudy report --summary {input.summary:q} --metrics {input.metrics:q} --results {params.results:q} "
-        "--config-text {params.config:q} --samples-dir {params.samples:q} > {log:q} 2>&1"
+        "--config-text {params.config:q} --samples-dir {params.samples:q} "
+        + ("--compare {input.compare:q} " if COMPARE else "")
+        + "> {log:q} 2>&1"
 
 
-# Not part of `all`: `snakemake --cores 2 reference` refreshes the copy kept in git.
+# Not part of `all`: `snakemake --cores 2 reference` refreshes the copy kept in git (the config's
+# `reference` folder: results/reference for the default study).
 rule reference:
     input:
         rules.report_text.output.report_md,
         rules.figures.output,
     output:
-        f"{RESULTS}/reference/report.md",
+        os.path.join(os.path.normpath(config["reference"] or f"{RESULTS}/reference"), "report.md"),
     log:
         f"{RESULTS}/logs/reference.log",
     params:
