@@ -46,6 +46,16 @@ include: "workflow/rules/report.smk"
 report: "workflow/report/workflow.rst"
 
 
+# seconds of work each: run where snakemake runs, never submitted to a cluster
+localrules:
+    all,
+    prepare_data,
+    collect,
+    figures,
+    report_text,
+    reference,
+
+
 rule all:
     input:
         rules.collect.output,

@@ -389,30 +389,7 @@ def test_an_answer_says_where_another_study_disagrees_and_nothing_where_it_agree
 
 
 def test_q5_checks_each_arenas_order_of_test_images_best_model_and_noise():
-    metrics = synthetic_metrics()
-    anchors = []
-    for arena in ("continuous", "binary"):
-        for kind, fid in (("test", 1.5), ("noise", 90.0)):
-            anchors.append(
-                {
-                    "run": f"{arena}/anchor-{kind}",
-                    "config": f"{arena}/anchor-{kind}",
-                    "dataset": "digits",
-                    "arena": arena,
-                    "family": "anchor",
-                    "sigma": None,
-                    "reduction": None,
-                    "floor": None,
-                    "seed": None,
-                    "metric": "fid",
-                    "value": fid,
-                    "status": "ok",
-                    "diverged_epoch": None,
-                    "normalised": None,
-                    "device": None,
-                }
-            )
-    q5 = answers(summarise(pd.concat([metrics, pd.DataFrame(anchors)], ignore_index=True)))[4]
+    q5 = answers(summarise(synthetic_metrics()))[4]  # anchors: test images 1.5, uniform noise 90
     # the lowest FID of any model's means or draws: 10 + 20 * 0.01 in the continuous arena, 14 binary
     assert (
         "continuous arena: test images 1.5 < best model (gaussian_fixed-s0.01, means) 10.2 < uniform noise 90"
@@ -467,3 +444,22 @@ def test_each_kept_reports_q1_states_the_closed_form_constant_of_a_summed_mse(da
     summary = read_table(KEPT[dataset] / "tables" / "summary.csv", "summary")
     q1 = answers(summary)[0]
     assert f"its -ELBO the loss plus {f(pixels / 2 * math.log(math.pi), 5)} nats" in q1.line
+
+
+def test_the_run_facts_say_whether_the_installed_versions_are_the_locked_ones(tmp_path):
+    from importlib.metadata import version
+
+    from vaestudy.report import lock_status
+
+    lock = tmp_path / "requirements.lock"
+    lock.write_text(f"# pins\nnumpy=={version('numpy')}\npandas=={version('pandas')}\n")
+    assert lock_status(lock) == "requirements.lock: every pinned version installed"
+    lock.write_text(f"numpy=={version('numpy')}\npandas==0.0.1\nno-such-package==1.0\n")
+    assert lock_status(lock) == (
+        f"requirements.lock: 2 differ: pandas {version('pandas')} (locked 0.0.1), "
+        "no-such-package not installed (locked 1.0)"
+    )
+    # the repository's own lock pins every package that vaestudy names in its report
+    pinned = (ROOT / "requirements.lock").read_text()
+    for name in ("torch", "snakemake", "pandas", "numpy", "scipy", "seaborn", "mlxtend"):
+        assert f"\n{name}==" in pinned, name

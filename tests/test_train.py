@@ -597,3 +597,31 @@ def test_compile_setting_is_checked():
 
     with pytest.raises(UserError, match="compile must be one of auto, graph, always, never, got 'yes'"):
         RunConfig(compile="yes").validate()
+
+
+def test_tensorboard_logs_the_scalars_and_image_grids_and_changes_no_result(tmp_path):
+    """TensorBoard's own reader finds every epoch's scalars and the grids every N epochs and at the
+    end; the logged run ends with the weights and history of an unlogged one."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    base = dict(SMALL, family="gaussian_shared", epochs=5)
+    train(RunConfig(**base), tmp_path / "plain", progress=False)
+    train(
+        RunConfig(**base, tensorboard=True, tensorboard_images_every=2), tmp_path / "logged", progress=False
+    )
+    _assert_same_run(tmp_path / "plain", tmp_path / "logged")
+    events = EventAccumulator(str(tmp_path / "logged" / "tensorboard"), size_guidance={"images": 0}).Reload()
+    tags = events.Tags()
+    history = run_history(tmp_path / "logged")
+    for tag, column in (
+        ("train/loss", "loss"),
+        ("train/rate", "rate"),
+        ("train/sigma", "sigma"),
+        ("validation/elbo", "val_elbo"),
+    ):
+        scalars = events.Scalars(tag)
+        assert [s.step for s in scalars] == [1, 2, 3, 4, 5]
+        assert [s.value for s in scalars] == pytest.approx(history[column].tolist(), rel=1e-6)
+    for tag in ("images/validation", "images/reconstructions", "images/decoder_means", "images/draws"):
+        assert tag in tags["images"] and [i.step for i in events.Images(tag)] == [2, 4, 5]
+    assert not (tmp_path / "plain" / "tensorboard").exists()

@@ -50,9 +50,20 @@ class RunConfig:
     checkpoint_every: int = 5  # epochs between checkpoints
     keep_best: bool = False  # keep the weights of the epoch with the best validation ELBO (early stopping)
     patience: int | None = None  # stop after this many epochs without a better validation ELBO (None: never)
+    tensorboard: bool = False  # log scalars and image grids for TensorBoard into the run's tensorboard/
+    tensorboard_images_every: int = 10  # epochs between TensorBoard's image grids
 
     # Settings that may change between an interrupted run and its resumption.
-    RESUMABLE = ("epochs", "device", "compile", "checkpoint_every", "data_root", "download")
+    RESUMABLE = (
+        "epochs",
+        "device",
+        "compile",
+        "checkpoint_every",
+        "data_root",
+        "download",
+        "tensorboard",
+        "tensorboard_images_every",
+    )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> RunConfig:
@@ -123,6 +134,10 @@ class RunConfig:
         require(
             self.patience is None or self.patience >= 1,
             f"patience must be >= 1 (or empty), got {self.patience}",
+        )
+        require(
+            self.tensorboard_images_every >= 1,
+            f"tensorboard_images_every must be >= 1, got {self.tensorboard_images_every}",
         )
         require(0 < self.val_fraction < 1, f"val_fraction must be in (0, 1), got {self.val_fraction}")
         require(0 < self.test_fraction < 1, f"test_fraction must be in (0, 1), got {self.test_fraction}")

@@ -605,7 +605,36 @@ def run_info(metrics: pd.DataFrame, config_text: str, repo: str | Path = ".") ->
             packages[name] = "not installed"
     packages["python"] = platform.python_version()
     devices = sorted({d for d in metrics.get("device", pd.Series(dtype=str)).dropna().unique()})
-    return {"revision": revision, "packages": packages, "devices": devices, "config": config_text}
+    return {
+        "revision": revision,
+        "packages": packages,
+        "devices": devices,
+        "config": config_text,
+        "lock": lock_status(Path(repo) / "requirements.lock"),
+    }
+
+
+def lock_status(lock: Path) -> str:
+    """Whether the installed packages are the versions that the lock file pins (names the ones that differ)."""
+    import re
+    from importlib.metadata import PackageNotFoundError, version
+
+    if not lock.is_file():
+        return "no requirements.lock here"
+    differ = []
+    for line in lock.read_text().splitlines():
+        pin = re.match(r"^([A-Za-z0-9_.\-]+)==([^\s;]+)", line)
+        if pin is None:
+            continue
+        try:
+            installed = version(pin[1])
+        except PackageNotFoundError:
+            installed = "not installed"
+        if installed.split("+")[0] != pin[2].split("+")[0]:
+            differ.append(f"{pin[1]} {installed} (locked {pin[2]})")
+    return f"{lock.name}: " + (
+        "every pinned version installed" if not differ else f"{len(differ)} differ: {', '.join(differ)}"
+    )
 
 
 def _md_table(frame: pd.DataFrame) -> str:
@@ -671,13 +700,13 @@ def arena_table(summary: pd.DataFrame, arena: str) -> pd.DataFrame:
 def front_page_rst(ans: list[Answer]) -> str:
     """The report's front page, one screen: each question's one-line answer from this run and where its
     evidence is. The per-model numbers are in the captions (conclusions), the run facts under Tables."""
-    out = ["The five questions, answered by this run", "-----------------------------------------", ""]
+    out = ["**The five questions, answered by this run:**", ""]
     for a in ans:
         out += [f"* **{CATEGORY[a.key]}** — {a.line.replace('`', '``')}"]
     out += [
         "",
-        "The categories on the left hold each question's figures; their captions give the whole answer with "
-        "every model's numbers. **Tables** says which numbers compare, and why, and what ran.",
+        "Each question's category on the left holds its figures, whose captions give every model's numbers; "
+        "**Tables** says which numbers compare and what ran.",
         "",
     ]
     return "\n".join(out)
@@ -703,6 +732,7 @@ def about_rst(info: dict[str, Any]) -> str:
         f"* git revision: {info['revision']}",
         f"* devices: {', '.join(info['devices']) or 'unknown'}",
         "* packages: " + ", ".join(f"{k} {v}" for k, v in info["packages"].items()),
+        f"* versions: {info['lock']}",
         "",
         "The config::",
         "",
@@ -761,6 +791,7 @@ def report_markdown(
         f"- git revision: {info['revision']}",
         f"- devices: {', '.join(info['devices']) or 'unknown'}",
         "- packages: " + ", ".join(f"{k} {v}" for k, v in info["packages"].items()),
+        f"- versions: {info['lock']}",
         "",
         "```yaml",
         info["config"].rstrip(),

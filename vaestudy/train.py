@@ -560,6 +560,11 @@ def _train(config: RunConfig, out: Path, progress: bool | None) -> dict[str, Any
         )
 
     label = f"{config.arena}/{config.family}"
+    board = None
+    if config.tensorboard:
+        from vaestudy.tensorboard import TensorBoardLog
+
+        board = TensorBoardLog(out / "tensorboard", config.tensorboard_images_every, config.seed)
     bar = _Progress(config.epochs, start_epoch, label, progress)
     started = time.perf_counter()
     model.train()
@@ -598,6 +603,8 @@ def _train(config: RunConfig, out: Path, progress: bool | None) -> dict[str, Any
             }
             history.append(row)
             bar.update(row)
+            if board is not None:
+                board.epoch(row, model, data, last=epoch == config.epochs or status != "ok")
             if status == "ok" and val > best["val_elbo"]:
                 best = {
                     "epoch": epoch,
@@ -619,6 +626,8 @@ def _train(config: RunConfig, out: Path, progress: bool | None) -> dict[str, Any
                     term.raised,
                 )
     bar.close()
+    if board is not None:
+        board.close()
 
     if config.keep_best and best["model"] is not None:
         model.load_state_dict(best["model"])

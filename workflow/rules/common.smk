@@ -55,8 +55,8 @@ def config_args(wildcards) -> str:
     args = ["--seeds", ",".join(map(str, SEEDS))]
     for key, value in cfg.to_dict().items():
         flag = "--" + key.replace("_", "-")
-        if key == "seed":
-            continue
+        if key == "seed" or (key.startswith("tensorboard") and not cfg.tensorboard):
+            continue  # the seeds come as --seeds; logging flags only where on (older jobs keep their params)
         elif key == "params":
             for name, v in value.items():
                 args += ["--param", f"{name}={v}"]
