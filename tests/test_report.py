@@ -223,7 +223,7 @@ def test_the_front_page_is_a_line_per_question_and_the_details_go_to_captions_an
     out, _, written, summary = built
     front = written["front"].read_text()
     items = [line for line in front.splitlines() if line.startswith("* **Q")]
-    assert len(items) == 5 and all(len(line) < 300 for line in items), items
+    assert len(items) == 6 and all(len(line) < 300 for line in items), items
     assert "git revision" not in front and "Which numbers compare" not in front
     about = (out / "report" / "about.rst").read_text()
     assert (
@@ -463,3 +463,65 @@ def test_the_run_facts_say_whether_the_installed_versions_are_the_locked_ones(tm
     pinned = (ROOT / "requirements.lock").read_text()
     for name in ("torch", "snakemake", "pandas", "numpy", "scipy", "seaborn", "mlxtend"):
         assert f"\n{name}==" in pinned, name
+
+
+def _linear_rows(sigma: float, counted: float, predicted: int, iwae_gap: float) -> list[dict]:
+    """A linear ground-truth configuration's rows (three seeds alike), with eight rates per unit."""
+    values = {
+        "ll_exact": 40.0,
+        "ll_iwae": 40.0 + iwae_gap,
+        "elbo": 38.0,
+        "iwae_minus_exact": iwae_gap,
+        "elbo_minus_exact": -2.0,
+        "ll_exact_ppca": 40.5,
+        "active_units": counted,
+        "active_units_exact": predicted,
+        "sigma": sigma,
+        **{f"rate_unit_{j}": 1.0 / j if j <= predicted else 0.001 * (9 - j) for j in range(1, 9)},
+    }
+    config = f"linear/gaussian_fixed-s{sigma:g}"
+    return [
+        {
+            "run": f"{config}/seed{seed}",
+            "config": config,
+            "dataset": "digits",
+            "arena": "linear",
+            "family": "gaussian_fixed",
+            "sigma": sigma,
+            "reduction": None,
+            "floor": None,
+            "seed": seed,
+            "metric": metric,
+            "value": value,
+            "status": "ok",
+            "diverged_epoch": None,
+            "normalised": True,
+            "device": "cpu (test)",
+        }
+        for seed in (1, 2, 3)
+        for metric, value in values.items()
+    ]
+
+
+def test_q6_states_each_instruments_error_and_names_a_count_that_misses_its_prediction(tmp_path):
+    rows = _linear_rows(0.3, 8, 8, -0.01) + _linear_rows(0.7, 5, 2, -0.04)
+    summary = summarise(pd.concat([synthetic_metrics(), pd.DataFrame(rows)], ignore_index=True))
+    q6 = answers(summary)[5]
+    assert q6.key == "q6" and q6.figures == ["ground_truth"]
+    assert (
+        "IWAE lies within 0.04 nats per image of the exact log-likelihood (largest at sigma 0.7)" in q6.short
+    )
+    assert "the ELBO lies 2 to 2 nats below it" in q6.short
+    assert "at 1 of 2 sigmas" in q6.short
+    # the latents beyond the prediction at sigma 0.7: the third carries 0.001 * (9 - 3) nats
+    assert (
+        "sigma 0.7: 5 counted against 2 predicted; the strongest unit beyond the prediction carries 0.006"
+        in q6.short
+    )
+    assert "linear/gaussian_fixed-s0.3" in " ".join(q6.evidence)
+    paths = all_figures(summary, summary, synthetic_history(), tmp_path)
+    assert tmp_path / "ground_truth.png" in paths
+    table = arena_table(summary, "linear")
+    assert list(table.model) == ["gaussian_fixed-s0.3", "gaussian_fixed-s0.7"] and "ll_exact" in table
+    # without linear models the question says that this run cannot measure its instruments
+    assert "cannot measure its own instruments" in answers(summarise(synthetic_metrics()))[5].short

@@ -18,7 +18,9 @@ def test_the_default_study_covers_every_family_both_arenas_and_three_seeds():
     runs = expand_study(DEFAULT)
     families = {r.config.family for r in runs}
     assert families == set(REGISTRY)
-    assert {r.config.arena for r in runs} == {"binary", "continuous"}
+    assert {r.config.arena for r in runs} == {"binary", "continuous", "linear"}
+    linear = [r.config for r in runs if r.config.arena == "linear"]
+    assert {c.family for c in linear} == {"gaussian_fixed"} and all(c.hidden == [] for c in linear)
     assert len({r.config.seed for r in runs}) >= 3
     sigmas = sorted(r.config.params["sigma"] for r in runs if r.config.family == "gaussian_fixed")
     assert len(set(sigmas)) >= 5 and min(sigmas) == 0.01 and max(sigmas) == 1.0
@@ -126,7 +128,7 @@ def test_a_study_that_names_arenas_replaces_the_whole_grid_and_merges_the_rest_k
     assert study["train"] == {**DEFAULT["train"], "epochs": 5}  # the other training settings kept
     assert study["model"] == DEFAULT["model"] and study["seeds"] == [7]
     assert [r.name for r in expand_study(study)] == ["binary/bernoulli/seed7"]
-    assert DEFAULT["arenas"].keys() == {"binary", "continuous"}  # the base is not changed
+    assert DEFAULT["arenas"].keys() == {"binary", "continuous", "linear"}  # the base is not changed
     # a study without arenas keeps the base's grid; the last source that names one gives it
     assert merge_studies(DEFAULT, {"seeds": [1]})["arenas"] == DEFAULT["arenas"]
     later = {"arenas": {"continuous": [{"family": "mse"}]}}
@@ -235,7 +237,8 @@ def test_a_key_left_empty_says_so_and_what_it_must_be(study, message):
 def test_the_mnist5k_study_is_the_default_grid_on_real_digits_with_early_stopping():
     study = _published_study("mnist5k")
     runs, default = expand_study(study), expand_study(DEFAULT)
-    assert {r.name for r in runs} == {r.name for r in default}  # every family and parameter, both arenas
+    # every family and parameter of the default study's two arenas of images (not its linear ground truth)
+    assert {r.name for r in runs} == {r.name for r in default if r.config.arena != "linear"}
     assert len(runs) == 45 and {r.config.seed for r in runs} == {1, 2, 3}
     configs = {r.config.dataset: r.config for r in runs}
     (config,) = configs.values()

@@ -81,17 +81,17 @@ def test_the_jobs_find_vaestudy_without_the_environment_activated(tmp_path):
 def test_dry_run_of_the_default_study_lists_every_job(tmp_path):
     proc = snakemake(make_workdir(tmp_path), "-n")
     counts = planned_jobs(proc)
-    configs = 15  # 14 continuous configurations and 1 binary: one job each, for its 3 seeds
+    configs = 19  # 14 continuous configurations, 1 binary and 4 linear: one job each, for its 3 seeds
     assert counts == {
         "prepare_data": 1,
-        "feature_net": 2,  # one per arena
-        "anchors": 2,
+        "feature_net": 3,  # one per arena
+        "anchors": 3,
         "model": configs,
         "collect": 1,
         "figures": 1,
         "report_text": 1,
         "all": 1,
-        "total": configs + 9,
+        "total": configs + 11,
     }
 
 
@@ -229,19 +229,18 @@ def test_the_default_study_end_to_end(tmp_path):
             "mse-mean",
         )
     } | {f"continuous/gaussian_fixed-s{s}" for s in ("0.01", "0.03", "0.1", "0.3", "1")}
-    expected |= {"binary/bernoulli"}
-    anchors = {f"{arena}/anchor-{kind}" for arena in ("binary", "continuous") for kind in ("test", "noise")}
-    nets = {"binary/feature_net", "continuous/feature_net"}
+    expected |= {"binary/bernoulli"} | {f"linear/gaussian_fixed-s{s}" for s in ("0.1", "0.3", "0.5", "0.7")}
+    arenas = ("binary", "continuous", "linear")
+    anchors = {f"{arena}/anchor-{kind}" for arena in arenas for kind in ("test", "noise")}
+    nets = {f"{arena}/feature_net" for arena in arenas}
     assert set(metrics.config) == expected | anchors | nets
     models = metrics[metrics.config.isin(expected)]
     assert models.groupby("config").seed.nunique().eq(3).all()
     assert set(summary.config) == expected | anchors | nets
     # sample quality: the feature network's bound, the anchors, both kinds of sample for every model
-    accuracy = metrics.loc[metrics.metric == "feature_net_test_accuracy", "value"]
     accuracy = metrics[metrics.metric == "feature_net_test_accuracy"].set_index("arena").value
-    assert (
-        len(accuracy) == 2 and accuracy["continuous"] >= 0.95 and accuracy["binary"] >= 0.8
-    )  # 8x8 binarised: harder
+    assert len(accuracy) == 3 and accuracy["binary"] >= 0.8  # 8x8 binarised: harder
+    assert accuracy["continuous"] >= 0.95 and accuracy["linear"] >= 0.95
     fid = metrics[(metrics.family == "anchor") & (metrics.metric == "fid")].set_index("config").value
     assert (fid[[a for a in anchors if a.endswith("test")]] < 5).all()
     assert (fid[[a for a in anchors if a.endswith("noise")]] > 50).all()
@@ -252,12 +251,15 @@ def test_the_default_study_end_to_end(tmp_path):
 
     # the report: figures and answers from this run, then the HTML report with every figure in it
     report_md = (workdir / "results" / "report.md").read_text()
-    assert all(f"## Q{i}." in report_md for i in range(1, 6))
+    assert all(f"## Q{i}." in report_md for i in range(1, 7))
     snakemake(workdir, "--report", "results/report.html")
     html = (workdir / "results" / "report.html").read_text()
     for figure in (workdir / "results" / "figures").glob("*.png"):
         assert figure.name in html, figure.name
-    assert "sample grids" in html and "The five questions, answered by this run" in html
+    assert "sample grids" in html and "The study's questions, answered by this run" in html
+    # the ground truth: every linear model has its exact metrics
+    linear = models[models.arena == "linear"].groupby("run").metric.apply(set)
+    assert linear.apply(lambda m: {"ll_exact", "iwae_minus_exact", "active_units_exact"} <= m).all()
     for column in (
         "run",
         "dataset",

@@ -27,7 +27,7 @@ class RunConfig:
     """Everything that defines one trained model. Field comments are the --help texts."""
 
     dataset: str = "digits"  # digits, mnist5k (bundled), mnist, fashion_mnist, cifar10, synthetic_mnist
-    arena: str = "continuous"  # binary or continuous (docs/study.md, section 2)
+    arena: str = "continuous"  # binary, continuous or linear (docs/study.md, section 2)
     family: str = "gaussian_fixed"  # decoder likelihood family (vaestudy families)
     params: dict[str, Any] = field(default_factory=dict)  # family parameters, e.g. sigma
     data_root: str | None = None  # folder of the torchvision data sets
@@ -118,6 +118,10 @@ class RunConfig:
         require(
             self.activation in ACTIVATIONS,
             f"unknown activation {self.activation!r} (known: {', '.join(ACTIVATIONS)})",
+        )
+        require(
+            self.arena != "linear" or (self.architecture == "mlp" and self.hidden == []),
+            f"the linear arena's models are linear: hidden must be empty (it is {self.hidden}), architecture mlp",
         )
         if self.architecture == "conv":
             require(

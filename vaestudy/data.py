@@ -18,7 +18,8 @@ import torch
 
 from vaestudy.utils import UserError, first_line, generator, require
 
-ARENAS = ("binary", "continuous")
+# linear: the continuous arena's images for linear Gaussian models, whose exact answers are known
+ARENAS = ("binary", "continuous", "linear")
 
 
 @dataclass

@@ -20,6 +20,7 @@ import torch
 
 from vaestudy.config import RunConfig
 from vaestudy.data import ArenaData
+from vaestudy.ground_truth import ground_truth_metrics, is_linear_gaussian
 from vaestudy.likelihoods import Calibrated, Likelihood
 from vaestudy.model import VAE, SampleDecoder, kl_standard_normal
 from vaestudy.train import FACTS, load_trained, seeds_of
@@ -184,9 +185,21 @@ def active_units(model: VAE, x: torch.Tensor, threshold: float = 0.01, batch_siz
     return int((mu.double().var(0, unbiased=True) > threshold).sum())
 
 
+@torch.no_grad()
+def rate_per_unit(model: VAE, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Each latent's KL(q(z_j|x) || N(0, 1)), averaged over x (nats): the rate per dimension, a
+    threshold-free reading of which latents carry information."""
+    total = None
+    for s in range(0, len(x), batch_size):
+        mu, log_var = (t.double() for t in model.encode(x[s : s + batch_size]))
+        kl = 0.5 * (mu.pow(2) + log_var.exp() - 1 - log_var)
+        total = kl.sum(0) if total is None else total + kl.sum(0)
+    return total / len(x)
+
+
 def bits_per_dim(ll: float, num_pixels: int, levels: int, arena: str) -> float:
-    """bpd of the discrete data: continuous -(ll - D ln L)/(D ln 2); binary -ll/(D ln 2)."""
-    offset = num_pixels * math.log(levels) if arena == "continuous" else 0.0
+    """bpd of the discrete data: dequantised (continuous, linear) -(ll - D ln L)/(D ln 2); binary -ll/(D ln 2)."""
+    offset = num_pixels * math.log(levels) if arena != "binary" else 0.0
     return -(ll - offset) / (num_pixels * math.log(2))
 
 
@@ -263,6 +276,12 @@ def evaluate(
         metrics["elbo_train"] = train_terms["elbo"]
         metrics["elbo_gap"] = train_terms["elbo"] - metrics["elbo"]
         metrics["active_units"] = active_units(model, data.test)
+        rates = rate_per_unit(model, data.test).sort(descending=True).values
+        metrics.update({f"rate_unit_{j}": float(r) for j, r in enumerate(rates, 1)})  # largest first
+        if is_linear_gaussian(model):  # exact answers: the marginal likelihood and the pPCA optimum
+            metrics.update(ground_truth_metrics(model, data.test, data.train_fixed()))
+            metrics["iwae_minus_exact"] = metrics["ll_iwae"] - metrics["ll_exact"]
+            metrics["elbo_minus_exact"] = metrics["elbo"] - metrics["ll_exact"]
         metrics["sigma"] = likelihood.sigma()
         if data.arena == "continuous":
             sigma = math.sqrt(model.mean_squared_residual(data.val, generator(dev, seed, "calibrate")))

@@ -336,6 +336,64 @@ def bpd_by_model(summary: pd.DataFrame, stem: str | Path) -> list[Path]:
     return _save(fig, stem)
 
 
+def ground_truth(summary: pd.DataFrame, stem: str | Path) -> list[Path]:
+    """The linear arena against its exact answers, per sigma: exact, IWAE, ELBO and pPCA-optimum
+    log-likelihoods; counted against predicted active units; the rate of each latent, largest first."""
+    s = summary[(summary.arena == "linear") & (summary.family == "gaussian_fixed")]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    if s.empty or "ll_exact" not in set(s.metric):
+        for ax in axes:
+            _empty(ax, "no linear ground-truth models in this run")
+        fig.suptitle("Ground truth: linear Gaussian models against their exact answers")
+        return _save(fig, stem)
+    sigma = lambda m: _means(s, m).assign(s=lambda t: t.sigma.astype(float)).sort_values("s")  # noqa: E731
+    lines = (
+        ("ll_exact", "exact"),
+        ("ll_iwae", "IWAE"),
+        ("elbo", "ELBO"),
+        ("ll_exact_ppca", "pPCA optimum (exact)"),
+    )
+    for metric, name in lines:
+        t = sigma(metric)
+        axes[0].plot(t.s, t["mean"], marker="o", lw=1, label=name)
+    axes[0].set(
+        xscale="log",
+        xlabel="sigma",
+        ylabel="log-likelihood (nats per image)",
+        title="log p(x) on test images",
+    )
+    axes[0].legend(fontsize=7)
+    counted, predicted = sigma("active_units"), sigma("active_units_exact")
+    axes[1].errorbar(
+        counted.s,
+        counted["mean"],
+        yerr=[
+            counted["mean"] - counted.ci95_low.fillna(counted["mean"]),
+            counted.ci95_high.fillna(counted["mean"]) - counted["mean"],
+        ],
+        marker="o",
+        capsize=3,
+        label="counted (variance of E[z] > 0.01)",
+    )
+    axes[1].plot(
+        predicted.s, predicted["mean"], marker="s", ls="--", label="predicted (eigenvalues > sigma^2)"
+    )
+    axes[1].set(xscale="log", xlabel="sigma", ylabel="active units", title="Active units")
+    axes[1].legend(fontsize=7)
+    rates = s[s.metric.str.startswith("rate_unit_")].assign(
+        unit=lambda t: t.metric.str.removeprefix("rate_unit_").astype(int), s=lambda t: t.sigma.astype(float)
+    )
+    for value, t in rates.groupby("s"):
+        t = t.sort_values("unit")
+        axes[2].plot(t.unit, t["mean"].clip(lower=1e-4), marker="o", lw=1, label=f"sigma {value:g}")
+    axes[2].set(yscale="log", xlabel="latent, by its rate (largest first)", ylabel="KL per latent (nats)")
+    axes[2].set_title("Rate per latent: a reading without a threshold")
+    axes[2].legend(fontsize=7)
+    fig.suptitle("Ground truth: linear Gaussian models against their exact answers (means over seeds)")
+    fig.tight_layout()
+    return _save(fig, stem)
+
+
 FIGURES = {
     "sigma_sweep": lambda s, m, h, stem: sigma_sweep(s, stem),
     "rate_distortion": lambda s, m, h, stem: rate_distortion(s, stem),
@@ -343,6 +401,7 @@ FIGURES = {
     "active_units": lambda s, m, h, stem: active_units(s, stem),
     "sample_quality": lambda s, m, h, stem: sample_quality(s, stem),
     "bpd_by_model": lambda s, m, h, stem: bpd_by_model(s, stem),
+    "ground_truth": lambda s, m, h, stem: ground_truth(s, stem),
     "training_loss": lambda s, m, h, stem: training_curve(h, "loss", stem),
     "training_rate": lambda s, m, h, stem: training_curve(h, "rate", stem),
     "training_distortion": lambda s, m, h, stem: training_curve(h, "distortion", stem),

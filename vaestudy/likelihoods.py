@@ -199,6 +199,7 @@ class GaussianFixed(GaussianLikelihood):
     """N(x; mu(z), sigma^2 I) with sigma a constant."""
 
     name = "gaussian_fixed"
+    arenas = ("continuous", "linear")  # linear: the ground truth (vaestudy.ground_truth)
 
     def __init__(self, num_pixels: int, sigma: float = 0.1):
         super().__init__(num_pixels)

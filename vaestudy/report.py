@@ -25,6 +25,7 @@ QUESTIONS = {
     "q3": "Does learning the variance fix the choice of sigma?",
     "q4": "How much does the missing constant of BCE on grey levels matter?",
     "q5": "What do samples mean: the decoder mean or a draw from p(x|z)?",
+    "q6": "How far can these numbers be trusted?",
 }
 
 
@@ -35,6 +36,7 @@ CATEGORY = {
     "q3": "Q3. Learned variance",
     "q4": "Q4. BCE on grey levels",
     "q5": "Q5. What is a sample?",
+    "q6": "Q6. Ground truth",
 }
 
 
@@ -523,6 +525,13 @@ def verdicts(n: Numbers) -> dict[str, dict[str, str]]:
             v["q5"]["FID orders test images < best model < noise"] = _yes(
                 all(o[0] < o[1][0] < o[2] for o in orders)
             )
+    linear = [c for c in n.configs("gaussian_fixed", "linear") if n.scored(c)]
+    if linear:
+        worst = max(abs(n.get(c, "iwae_minus_exact")) for c in linear)
+        v["q6"]["IWAE within 0.1 nats of the exact log-likelihood"] = _yes(worst <= 0.1)
+        v["q6"]["the active units as predicted at every sigma"] = _yes(
+            all(round(n.get(c, "active_units")) == n.get(c, "active_units_exact") for c in linear)
+        )
     return v
 
 
@@ -541,10 +550,66 @@ def comparison(mine: dict[str, str], theirs: dict[str, str], label: str) -> str:
     )
 
 
+def answer_q6(n: Numbers) -> Answer:
+    """The linear arena's models against their exact answers: each instrument's measured error."""
+    configs = sorted((n.get(c, "sigma"), c) for c in n.configs("gaussian_fixed", "linear") if n.scored(c))
+    lost = [n.lost(c) for c in n.configs("gaussian_fixed", "linear") if not n.scored(c)]
+    if not configs:
+        short = "This run has no linear ground-truth models (`arenas: linear`), so it cannot measure its own instruments."
+        return Answer("q6", QUESTIONS["q6"], short, lost, ["ground_truth"], short)
+    iwae = [(abs(n.get(c, "iwae_minus_exact")), s) for s, c in configs]
+    elbo = [n.get(c, "elbo_minus_exact") for _, c in configs]
+    train_gap = [n.get(c, "ll_exact_ppca") - n.get(c, "ll_exact") for _, c in configs]
+    counts = [(s, n.get(c, "active_units"), n.get(c, "active_units_exact"), c) for s, c in configs]
+    wrong = [(s, counted, predicted, c) for s, counted, predicted, c in counts if round(counted) != predicted]
+    worst_iwae = max(iwae)
+    short = (
+        f"The linear models have exact answers. IWAE lies within {f(worst_iwae[0])} nats per image of the exact "
+        f"log-likelihood (largest at sigma {f(worst_iwae[1])}); the ELBO lies {f(-max(elbo))} to {f(-min(elbo))} nats "
+        f"below it; training ends {f(min(train_gap))} to {f(max(train_gap))} nats short of the probabilistic-PCA "
+        f"optimum on test images. The active-unit count (variance of E[z] above 0.01) equals the prediction of "
+        f"the optimum (eigenvalues of the data covariance above sigma^2) at {len(counts) - len(wrong)} of "
+        f"{len(counts)} sigmas"
+    )
+    extra = []
+    for s, counted, predicted, c in wrong:
+        beyond = n.get(c, f"rate_unit_{int(predicted) + 1}")
+        weakest = n.get(c, f"rate_unit_{int(predicted)}") if predicted >= 1 else math.nan
+        extra.append(
+            f"sigma {f(s)}: {f(counted)} counted against {int(predicted)} predicted; the strongest unit beyond the "
+            f"prediction carries {f(beyond)} nats"
+            + (f", the weakest predicted one {f(weakest)}" if predicted else "")
+        )
+    short += (
+        "; where it does not ("
+        + "; ".join(extra)
+        + "), the extra units are directions whose eigenvalue lies near "
+        "sigma^2, which training approaches slowly: read the rate per unit beside the count."
+        if wrong
+        else "."
+    )
+    ev = [
+        f"`{c}`: exact {f(n.get(c, 'll_exact'), 5)}, IWAE {f(n.get(c, 'll_iwae'), 5)}, ELBO {f(n.get(c, 'elbo'), 5)}, "
+        f"pPCA optimum {f(n.get(c, 'll_exact_ppca'), 5)} nats; active units {f(n.get(c, 'active_units'))} counted, "
+        f"{f(n.get(c, 'active_units_exact'))} predicted; rate per unit "
+        + ", ".join(
+            f(n.get(c, f"rate_unit_{j}"), 2)
+            for j in range(1, 100)
+            if math.isfinite(n.get(c, f"rate_unit_{j}"))
+        )
+        for s, c in configs
+    ] + lost
+    headline = (
+        f"IWAE within {f(worst_iwae[0])} nats of the exact log-likelihood, the ELBO {f(-max(elbo))} to "
+        f"{f(-min(elbo))} below; active units as predicted at {len(counts) - len(wrong)} of {len(counts)} sigmas."
+    )
+    return Answer("q6", QUESTIONS["q6"], short, ev, ["ground_truth"], headline)
+
+
 def answers(summary: pd.DataFrame, other: pd.DataFrame | None = None) -> list[Answer]:
-    """The five answers; where `other` (another study's summary) is given, each says where it disagrees."""
+    """The answers; where `other` (another study's summary) is given, each says where it disagrees."""
     n = Numbers(summary)
-    ans = [answer_q1(n), answer_q2(n), answer_q3(n), answer_q4(n), answer_q5(n)]
+    ans = [answer_q1(n), answer_q2(n), answer_q3(n), answer_q4(n), answer_q5(n), answer_q6(n)]
     if other is not None and not other.empty:
         label = str(other.dataset.dropna().iloc[0]) if other.dataset.notna().any() else "other"
         mine, theirs = verdicts(n), verdicts(Numbers(other))
@@ -647,6 +712,11 @@ def _md_table(frame: pd.DataFrame) -> str:
 TABLE_METRICS = (
     "calibrated_bpd",
     "bpd",
+    "ll_exact",
+    "ll_exact_ppca",
+    "iwae_minus_exact",
+    "elbo_minus_exact",
+    "active_units_exact",
     "ll_iwae",
     "elbo",
     "elbo_gap",
@@ -700,7 +770,7 @@ def arena_table(summary: pd.DataFrame, arena: str) -> pd.DataFrame:
 def front_page_rst(ans: list[Answer]) -> str:
     """The report's front page, one screen: each question's one-line answer from this run and where its
     evidence is. The per-model numbers are in the captions (conclusions), the run facts under Tables."""
-    out = ["**The five questions, answered by this run:**", ""]
+    out = ["**The study's questions, answered by this run:**", ""]
     for a in ans:
         out += [f"* **{CATEGORY[a.key]}** — {a.line.replace('`', '``')}"]
     out += [
@@ -841,7 +911,7 @@ def write_report(
             out / "report" / "conclusions" / f"{name}.rst",
             text or "(No question of the study cites this figure.)\n",
         )
-    tables = {arena: arena_table(summary, arena) for arena in ("continuous", "binary")}
+    tables = {arena: arena_table(summary, arena) for arena in ("continuous", "binary", "linear")}
     md = []
     for arena, table in tables.items():
         atomic_write_text(out / "tables" / f"{arena}.csv", table.to_csv(index=False))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vaestudy.config import RunConfig
-from vaestudy.data import DATASETS, check_dataset
+from vaestudy.data import ARENAS, DATASETS, check_dataset
 from vaestudy.likelihoods import check_params, coerce_params, family_parameters, get_family
 from vaestudy.utils import UserError, is_json_type, require
 
@@ -237,9 +237,7 @@ def expand_study(study: dict[str, Any]) -> list[Run]:
     # no sigma is gaussian_fixed-s0.1 under another name
     models: dict[tuple, str] = {}
     for arena, entries in arenas.items():
-        require(
-            arena in ("binary", "continuous"), f"arenas.{arena}: unknown arena (known: binary, continuous)"
-        )
+        require(arena in ARENAS, f"arenas.{arena}: unknown arena (known: {', '.join(ARENAS)})")
         for index, entry in enumerate(entries or []):
             for label, params in _entry_grid(arena, index, entry):
                 config_name = f"{arena}/{label}"
@@ -279,6 +277,8 @@ def expand_study(study: dict[str, Any]) -> list[Run]:
                         **model,
                         **train,
                     }
+                    if arena == "linear":  # linear encoder and decoder: no hidden layer
+                        values.update(architecture="mlp", hidden=[])
                     try:
                         config = RunConfig.from_dict(values, source="config").validate()
                     except UserError as exc:

@@ -101,6 +101,7 @@ FIGURE_CATEGORY = {  # the report's categories: one per question (vaestudy.repor
     "bpd_by_model": (CATEGORY["q4"], "one scale"),
     "iwae_convergence": (CATEGORY["q4"], "IWAE against K"),
     "sample_quality": (CATEGORY["q5"], "scores"),
+    "ground_truth": (CATEGORY["q6"], "exact answers"),
     "training_loss": ("Training", "curves"),
     "training_rate": ("Training", "curves"),
     "training_distortion": ("Training", "curves"),

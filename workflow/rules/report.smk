@@ -36,6 +36,8 @@ rule report_text:
                           labels={"table": "continuous arena"}),
         binary=report(f"{RESULTS}/tables/binary.csv", caption="../report/table.rst", category="Tables",
                       labels={"table": "binary arena"}),
+        linear=report(f"{RESULTS}/tables/linear.csv", caption="../report/table.rst", category="Tables",
+                      labels={"table": "linear arena (ground truth)"}),
         markdown=f"{RESULTS}/tables/summary.md",
         report_md=f"{RESULTS}/report.md",
     log:
