@@ -583,8 +583,9 @@ def answer_q6(n: Numbers) -> Answer:
     short += (
         "; where it does not ("
         + "; ".join(extra)
-        + "), the extra units are directions whose eigenvalue lies near "
-        "sigma^2, which training approaches slowly: read the rate per unit beside the count."
+        + "), the extra units are directions that training has not collapsed yet (those whose eigenvalue lies "
+        "near sigma^2 collapse slowly, and Adam's steps keep weights that should rest at zero moving): read the "
+        "rate per unit beside the count."
         if wrong
         else "."
     )
