@@ -338,58 +338,64 @@ def bpd_by_model(summary: pd.DataFrame, stem: str | Path) -> list[Path]:
 
 def ground_truth(summary: pd.DataFrame, stem: str | Path) -> list[Path]:
     """The linear arena against its exact answers, per sigma: exact, IWAE, ELBO and pPCA-optimum
-    log-likelihoods; counted against predicted active units; the rate of each latent, largest first."""
+    log-likelihoods; each estimate's gap to the exact one; counted against predicted active units;
+    the rate of each latent, largest first."""
     s = summary[(summary.arena == "linear") & (summary.family == "gaussian_fixed")]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    title = "Ground truth: linear Gaussian models against their exact answers (means over seeds)"
     if s.empty or "ll_exact" not in set(s.metric):
-        for ax in axes:
+        for ax in axes.flat:
             _empty(ax, "no linear ground-truth models in this run")
-        fig.suptitle("Ground truth: linear Gaussian models against their exact answers")
+        fig.suptitle(title)
         return _save(fig, stem)
-    sigma = lambda m: _means(s, m).assign(s=lambda t: t.sigma.astype(float)).sort_values("s")  # noqa: E731
-    lines = (
+
+    def per_sigma(metric: str) -> pd.DataFrame:
+        return _means(s, metric).assign(s=lambda t: t.sigma.astype(float)).sort_values("s")
+
+    sigmas = sorted(per_sigma("ll_exact").s)
+    (lls, gaps), (units, rates) = axes
+    for metric, name in (
         ("ll_exact", "exact"),
         ("ll_iwae", "IWAE"),
         ("elbo", "ELBO"),
-        ("ll_exact_ppca", "pPCA optimum (exact)"),
+        ("ll_exact_ppca", "pPCA optimum"),
+    ):
+        t = per_sigma(metric)
+        lls.plot(t.s, t["mean"], marker="o", lw=1, label=name)
+    lls.set(ylabel="log-likelihood (nats per image)", title="log p(x) of the test images")
+    exact = per_sigma("ll_exact").set_index("s")["mean"]
+    optimum = per_sigma("ll_exact_ppca").set_index("s")["mean"]
+    for metric, name in (("iwae_minus_exact", "IWAE - exact"), ("elbo_minus_exact", "ELBO - exact")):
+        t = per_sigma(metric)
+        gaps.plot(t.s, t["mean"], marker="o", lw=1, label=name)
+    gaps.plot(exact.index, exact - optimum, marker="s", ls="--", lw=1, label="trained - optimum (exact)")
+    gaps.axhline(0, color="black", lw=0.6)
+    gaps.set_yscale("symlog", linthresh=0.01)
+    gaps.set(ylabel="nats per image", title="Each estimate's error, and training's distance to the optimum")
+    counted, predicted = per_sigma("active_units"), per_sigma("active_units_exact")
+    low = (counted["mean"] - counted.ci95_low).fillna(0).clip(lower=0)
+    high = (counted.ci95_high - counted["mean"]).fillna(0).clip(lower=0)
+    units.errorbar(
+        counted.s, counted["mean"], yerr=[low, high], marker="o", capsize=3, label="counted (var E[z] > 0.01)"
     )
-    for metric, name in lines:
-        t = sigma(metric)
-        axes[0].plot(t.s, t["mean"], marker="o", lw=1, label=name)
-    axes[0].set(
-        xscale="log",
-        xlabel="sigma",
-        ylabel="log-likelihood (nats per image)",
-        title="log p(x) on test images",
-    )
-    axes[0].legend(fontsize=7)
-    counted, predicted = sigma("active_units"), sigma("active_units_exact")
-    axes[1].errorbar(
-        counted.s,
-        counted["mean"],
-        yerr=[
-            counted["mean"] - counted.ci95_low.fillna(counted["mean"]),
-            counted.ci95_high.fillna(counted["mean"]) - counted["mean"],
-        ],
-        marker="o",
-        capsize=3,
-        label="counted (variance of E[z] > 0.01)",
-    )
-    axes[1].plot(
-        predicted.s, predicted["mean"], marker="s", ls="--", label="predicted (eigenvalues > sigma^2)"
-    )
-    axes[1].set(xscale="log", xlabel="sigma", ylabel="active units", title="Active units")
-    axes[1].legend(fontsize=7)
-    rates = s[s.metric.str.startswith("rate_unit_")].assign(
+    units.plot(predicted.s, predicted["mean"], marker="s", ls="--", label="predicted (eigenvalues > sigma^2)")
+    units.set(ylabel="active units", title="Active units")
+    for ax in (lls, gaps, units):
+        ax.set_xscale("log")
+        ax.set_xticks(sigmas, [f"{v:g}" for v in sigmas])
+        ax.minorticks_off()
+        ax.set_xlabel("sigma")
+        ax.legend(fontsize=7)
+    rate = s[s.metric.str.startswith("rate_unit_")].assign(
         unit=lambda t: t.metric.str.removeprefix("rate_unit_").astype(int), s=lambda t: t.sigma.astype(float)
     )
-    for value, t in rates.groupby("s"):
+    for value, t in rate.groupby("s"):
         t = t.sort_values("unit")
-        axes[2].plot(t.unit, t["mean"].clip(lower=1e-4), marker="o", lw=1, label=f"sigma {value:g}")
-    axes[2].set(yscale="log", xlabel="latent, by its rate (largest first)", ylabel="KL per latent (nats)")
-    axes[2].set_title("Rate per latent: a reading without a threshold")
-    axes[2].legend(fontsize=7)
-    fig.suptitle("Ground truth: linear Gaussian models against their exact answers (means over seeds)")
+        rates.plot(t.unit, t["mean"].clip(lower=1e-4), marker="o", lw=1, label=f"sigma {value:g}")
+    rates.set(yscale="log", xlabel="latent, by its rate (largest first)", ylabel="KL to the prior (nats)")
+    rates.set_title("Rate per latent: a reading without a threshold")
+    rates.legend(fontsize=7)
+    fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, stem)
 
