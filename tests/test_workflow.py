@@ -256,7 +256,7 @@ def test_the_default_study_end_to_end(tmp_path):
     html = (workdir / "results" / "report.html").read_text()
     for figure in (workdir / "results" / "figures").glob("*.png"):
         assert figure.name in html, figure.name
-    assert "sample grids" in html and "The study's questions, answered by this run" in html
+    assert "sample grids" in html and "the study's questions, answered by this run" in html
     # the ground truth: every linear model has its exact metrics
     linear = models[models.arena == "linear"].groupby("run").metric.apply(set)
     assert linear.apply(lambda m: {"ll_exact", "iwae_minus_exact", "active_units_exact"} <= m).all()

@@ -287,7 +287,7 @@ def answer_q3(n: Numbers) -> Answer:
             else "No learned-variance run diverged on this data; a floor of 0 on the heteroscedastic variance is the risky "
             "one (its density can grow without bound where a pixel never varies)."
         )
-    headline = short.split(". ")[0].rstrip(".")
+    headline = "Learning sigma lands " + ", ".join(landed) if landed else short.split(". ")[0].split(";")[0]
     if unstable:
         headline += f"; unstable: {', '.join(_short_name(c) for c in unstable)}"
     if gaps:
@@ -771,13 +771,13 @@ def arena_table(summary: pd.DataFrame, arena: str) -> pd.DataFrame:
 def front_page_rst(ans: list[Answer]) -> str:
     """The report's front page, one screen: each question's one-line answer from this run and where its
     evidence is. The per-model numbers are in the captions (conclusions), the run facts under Tables."""
-    out = ["**The study's questions, answered by this run:**", ""]
+    out = []
     for a in ans:
         out += [f"* **{CATEGORY[a.key]}** — {a.line.replace('`', '``')}"]
     out += [
         "",
-        "Each question's category on the left holds its figures, whose captions give every model's numbers; "
-        "**Tables** says which numbers compare and what ran.",
+        "Each category on the left holds a question's figures, their captions every model's numbers; **Tables** "
+        "says which numbers compare and what ran.",
         "",
     ]
     return "\n".join(out)
