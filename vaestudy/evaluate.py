@@ -37,10 +37,8 @@ from vaestudy.utils import (
 
 
 def default_max_elements(device: torch.device) -> int:
-    """Decoder-output floats alive at once in the IWAE loop, when not set: on CPU 2^20 (4 MB
-    tensors, which stay in cache: on a 2-core Xeon with 2 MB of L2 per core, IWAE ran 3 to 5%
-    faster than with 2^21 in interleaved runs, 5% faster than with 2^19 and 10% than with 2^22,
-    and twice as fast as with 2^24), on a GPU 2^24."""
+    """Decoder-output floats alive at once in the IWAE loop, when not set: 2^20 on CPU (4 MB
+    tensors that stay in the L2 cache; docs/performance.md), 2^24 on a GPU."""
     return 2**24 if device.type == "cuda" else 2**20
 
 

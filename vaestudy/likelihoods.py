@@ -149,9 +149,8 @@ def _bernoulli_log_prob_samples(o: torch.Tensor, x: torch.Tensor) -> torch.Tenso
 class _BernoulliLogProb(torch.autograd.Function):
     """x.o - sum softplus(o) per image by _bernoulli_log_prob_samples's formula, for outputs o
     (S..., B, D) and images x (B, D), with its gradient in one pass over o: d/do = x - sigmoid(o).
-    Through autograd the formula's abs, sigmoid, product and log would each add a backward pass;
-    softplus itself takes exp and log1p, and torch's AVX-512 log1p ran at a tenth of its AVX2
-    speed on an AMD EPYC (495 against 49 microseconds for a batch of 128 MNIST images)."""
+    Through autograd the formula's abs, sigmoid, product and log would each add a backward pass,
+    and softplus's exp and log1p are slow on some CPUs (docs/performance.md)."""
 
     @staticmethod
     def forward(ctx, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -42,20 +42,14 @@ class MLP(nn.Sequential):
 
     On the CPU the hidden activations are kept features first, as (features, rows): each hidden
     layer is addmm(b, W, h) instead of addmm(b, h, W^T), with a transposed view of the input
-    going in and the last layer turning back to (rows, features). MKL runs the products of a
-    batch of 128 rows faster this way, forward and backward (on a 2-core Xeon the 784-500-500-20
-    VAE's training step took 4% less time). A tanh or relu is applied in place to the product it
-    follows. Where utils.onednn_products says so (on AMD processors, whose MKL multiplied at half
-    oneDNN's rate), float32 layers instead run through oneDNN (OneDNNLinear), rows first, with
-    a tanh or relu fused into the product, if the call has ONEDNN_MIN_MACS multiply-adds
-    (always with VAESTUDY_CPU_MATMUL=onednn). Each of oneDNN's products costs about 12
-    microseconds of its own, so a small MLP steps faster through MKL: on a 2-core AMD EPYC the
-    default study's digits VAE (64-256-16 at 64 rows, 1.3M multiply-adds an MLP) took 0.85 to
-    0.88 of oneDNN's time per step with one thread (the pipeline's) and 0.78 with two; at 2.6M
-    the two were even, at 5.2M oneDNN's step took 0.72 of MKL's with one thread (even with
-    two), and at the benchmark MLP's 85M 0.6. The choice depends on shapes alone, never on a
-    timing, so that a resumed run computes as the uninterrupted one did. Same parameters, same
-    state_dict, same function.
+    going in and the last layer turning back to (rows, features), which MKL multiplies faster at
+    these batch sizes. A tanh or relu is applied in place to the product it follows. Where
+    utils.onednn_products says so, float32 layers instead run through oneDNN (OneDNNLinear), rows
+    first, with a tanh or relu fused into the product, if the call has ONEDNN_MIN_MACS
+    multiply-adds (always with VAESTUDY_CPU_MATMUL=onednn): oneDNN's fixed cost per product makes
+    small MLPs faster through MKL (measurements in docs/performance.md). The choice depends on
+    shapes alone, never on a timing, so that a resumed run computes as the uninterrupted one did.
+    Same parameters, same state_dict, same function.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -213,9 +207,8 @@ class SampleDecoder:
     On CPU an MLP decoder runs through oneDNN's linear layer (the kernels that torch.compile's
     CPU backend uses), with each weight matrix packed once for the chunk's number of rows and the
     bias and a tanh or relu fused into the product: no pass that copies the bias into every
-    output row first (as addmm does), no separate activation pass, and the products themselves
-    ran 6% faster on packed weights (on a 2-core Xeon; IWAE as a whole about 7% faster than with
-    addmm). Elsewhere (CUDA, float64, other activations, the conv decoder) or if oneDNN fails, it
+    output row first (as addmm does), no separate activation pass, and faster products on packed
+    weights (docs/performance.md). Elsewhere (CUDA, float64, other activations, the conv decoder) or if oneDNN fails, it
     is model.decode. The weights are read when the SampleDecoder is made.
     """
 

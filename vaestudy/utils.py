@@ -282,11 +282,8 @@ def onednn_products() -> bool:
     """Whether float32 products on the CPU avoid MKL, torch's default there: the MLPs multiply
     through oneDNN (vaestudy.model.OneDNNLinear) and the Bernoulli's x.o of many samples is a
     product summed instead of MKL's batched matrix-vector product. `auto` (the default of
-    VAESTUDY_CPU_MATMUL) avoids MKL on AMD processors, where its float32 products ran at half of
-    oneDNN's rate (a 2-core AMD EPYC with AVX-512: about 200 against 400 to 440 GFLOP/s at the
-    benchmark MLP's shapes, 210 against 470 for 2048 x 2048; its batched x.o took 410 against 85
-    microseconds for a chunk of IWAE), and keeps it elsewhere (on a 2-core Intel Xeon MKL was the
-    faster on these shapes).
+    VAESTUDY_CPU_MATMUL) avoids MKL on AMD processors, where its float32 products ran at about half
+    of oneDNN's rate, and keeps it elsewhere (docs/performance.md).
     The choice depends on the processor alone, never on a timing, so that a run resumed on the
     same machine computes as the uninterrupted one did. With auto, an MLP also needs a size for
     oneDNN (model.ONEDNN_MIN_MACS)."""
@@ -367,9 +364,8 @@ def keep_freed_memory(mmap_threshold: int = 64 * 2**20, trim_threshold: int = 2*
     By default glibc maps each large block afresh (its threshold rises only as blocks are freed,
     to 32 MiB at most) and trims the heap once twice that threshold is free at its top. Where
     the thresholds settle low, every chunk of the IWAE loop (tensors of a few MB) touches its
-    pages anew, each a page fault that zeroes 4 KiB: tests/bench_keep_memory.py, the benchmark's
-    IWAE in fresh processes, ran 1.22 times as fast with this setting (2-core Xeon). The
-    resident memory stays at its peak instead of following the live tensors.
+    pages anew, each a page fault that zeroes 4 KiB (tests/bench_keep_memory.py measures it;
+    docs/performance.md). The resident memory stays at its peak instead of following the live tensors.
 
     Left as it is where the environment sets malloc's own tunables (MALLOC_*_ or
     GLIBC_TUNABLES=glibc.malloc...), and where the C library is not glibc."""
