@@ -44,6 +44,16 @@ def test_the_captured_training_step_on_cuda_matches_eager(tmp_path, capsys, fami
     assert_runs_close(tmp_path / "fast", tmp_path / "eager", rtol=1e-4, atol=1e-5)
 
 
+def test_the_captured_step_follows_the_annealed_learning_rate(tmp_path):
+    """The captured Adam reads its rate from a tensor that each epoch refills: with a cosine schedule
+    the graphed run stays with the eager one (a rate baked into the graph would not)."""
+    base = dict(SMALL, family="gaussian_shared", arena="continuous", lr_schedule="cosine", lr=0.01)
+    train(RunConfig(compile="never", **base), tmp_path / "eager", progress=False)
+    fast = train(RunConfig(compile="graph", **base), tmp_path / "fast", progress=False)
+    assert fast["training_step"] == "graphed"
+    assert_runs_close(tmp_path / "fast", tmp_path / "eager", rtol=1e-4, atol=1e-5)
+
+
 def test_a_step_that_cannot_be_captured_trains_eagerly(tmp_path, monkeypatch, capsys):
     """The automatic fallback on CUDA: a capture that fails (here: a stand-in for an operation
     that CUDA graphs refuse) says so, once compiled and once not, and trains on eagerly, from

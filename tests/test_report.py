@@ -513,6 +513,7 @@ def test_q6_states_each_instruments_error_and_names_a_count_that_misses_its_pred
     )
     assert "the ELBO lies 2 to 2 nats below it" in q6.short
     assert "at 1 of 2 sigmas" in q6.short
+    assert "no latent beyond the prediction carries more than 0.006 nats (its rate)" in q6.short
     # the latents beyond the prediction at sigma 0.7: the third carries 0.001 * (9 - 3) nats
     assert (
         "sigma 0.7: 5 counted against 2 predicted; the strongest unit beyond the prediction carries 0.006"

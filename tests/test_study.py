@@ -21,6 +21,10 @@ def test_the_default_study_covers_every_family_both_arenas_and_three_seeds():
     assert {r.config.arena for r in runs} == {"binary", "continuous", "linear"}
     linear = [r.config for r in runs if r.config.arena == "linear"]
     assert {c.family for c in linear} == {"gaussian_fixed"} and all(c.hidden == [] for c in linear)
+    # the ground truth trains to convergence (an entry's own train settings); the rest as the study says
+    assert {(c.epochs, c.lr, c.lr_schedule) for c in linear} == {(600, 0.003, "cosine")}
+    others = {(r.config.epochs, r.config.lr_schedule) for r in runs if r.config.arena != "linear"}
+    assert others == {(DEFAULT["train"]["epochs"], "constant")}
     assert len({r.config.seed for r in runs}) >= 3
     sigmas = sorted(r.config.params["sigma"] for r in runs if r.config.family == "gaussian_fixed")
     assert len(set(sigmas)) >= 5 and min(sigmas) == 0.01 and max(sigmas) == 1.0
@@ -92,6 +96,14 @@ def _with(arenas=None, **top):
         (_with({"continuous": [{"family": "bernoulli", "sigma": 0.1}]}), "has no parameter 'sigma'"),
         (_with({"continuous": [{"sigma": 0.1}]}), "arenas.continuous[0]: each entry needs a 'family'"),
         (_with({"continuous": [{"family": "gaussian_fixed", "sigma": []}]}), "the list of values is empty"),
+        (
+            _with({"continuous": [{"family": "mse", "train": {"val_fraction": 0.5}}]}),
+            "arenas.continuous[0].train: 'val_fraction' cannot differ per entry (these can: epochs,",
+        ),
+        (
+            _with({"continuous": [{"family": "mse", "train": {"lr_schedule": "step"}}]}),
+            "arenas.continuous[0]: lr_schedule must be one of constant, cosine, got 'step'",
+        ),
         (_with(seeds=[1, 1]), "seeds: a seed is listed twice"),
         (_with(dataset="svhn"), "dataset: unknown data set 'svhn'"),  # the study's, not a run's
         (

@@ -16,7 +16,7 @@ from conftest import assert_runs_close, has_cxx_compiler, run_history, run_weigh
 from vaestudy.config import RunConfig
 from vaestudy.evaluate import evaluate
 from vaestudy.likelihoods import REGISTRY
-from vaestudy.train import CHECKPOINT, HISTORY, MODEL, train
+from vaestudy.train import CHECKPOINT, HISTORY, MODEL, lr_at, train
 from vaestudy.utils import UserError
 
 SMALL = dict(epochs=3, hidden=[32], latent=4, batch_size=64, device="cpu", max_train=300, max_test=60)
@@ -35,6 +35,18 @@ def _assert_resumed_run_is_the_whole_one(whole, parts, epochs=4, stop=2, **confi
     for until in (stop, epochs):
         train(RunConfig(**dict(base, epochs=until)), parts, progress=False)
     _assert_same_run(whole, parts)
+
+
+def test_the_cosine_schedule_anneals_the_rate_to_zero_by_the_last_epoch(tmp_path):
+    config = RunConfig(lr=0.003, epochs=4, lr_schedule="cosine")
+    # lr/2 (1 + cos(pi t / T)) for the t = 0..3 epochs completed (Loshchilov & Hutter 2017)
+    expected = [0.003, 0.003 * (1 + 2**-0.5) / 2, 0.0015, 0.003 * (1 - 2**-0.5) / 2]
+    assert [lr_at(config, t) for t in range(4)] == pytest.approx(expected, rel=1e-12)
+    assert lr_at(RunConfig(lr=0.003, epochs=4), 3) == 0.003  # constant
+    train(RunConfig(family="gaussian_shared", lr_schedule="cosine", **SMALL), tmp_path, progress=False)
+    assert run_history(tmp_path)["lr"].tolist() == pytest.approx([0.001, 0.00075, 0.00025])
+    with pytest.raises(UserError, match="lr_schedule must be one of constant, cosine, got 'step'"):
+        RunConfig(lr_schedule="step").validate()
 
 
 def test_training_is_deterministic_for_a_seed(tmp_path):
@@ -147,9 +159,9 @@ def _cli(*args):
     return [sys.executable, "-m", "vaestudy.cli", *args]
 
 
-KILL_ARGS = (
+KILL_ARGS = (  # with the annealed rate, whose value at each epoch a resumed run must take up
     "train --family gaussian_pixel --epochs 150 --checkpoint-every 10 --hidden 32 --latent 4 "
-    "--device cpu --max-train 400"
+    "--device cpu --max-train 400 --lr-schedule cosine"
 ).split()
 
 
@@ -319,7 +331,7 @@ def test_fused_adam_equals_torch_optim_fused_adam_bit_for_bit():
     save and load."""
     from torch import nn
 
-    from vaestudy.train import FusedAdam
+    from vaestudy.train import FusedAdam, set_lr
 
     def net():
         torch.manual_seed(0)
@@ -345,6 +357,9 @@ def test_fused_adam_equals_torch_optim_fused_adam_bit_for_bit():
             saved = opt.state_dict()
             opt = FusedAdam(ours.parameters(), lr=1e-2)
             opt.load_state_dict(saved)
+        if step == 3:  # and follows a new learning rate, as torch's does
+            set_lr(opt, 3e-3)
+            set_lr(ref_opt, 3e-3)
     for a, b in zip(ours.parameters(), ref.parameters(), strict=True):
         assert torch.equal(a, b)
     # two steps with a gradient: counted twice, as torch.optim does (unlike the others' six)
@@ -359,6 +374,8 @@ def test_fused_adam_equals_torch_optim_fused_adam_bit_for_bit():
         loop_opt.zero_grad()
         loss(loop, x, step).backward()
         loop_opt.step()
+        if step == 3:
+            set_lr(loop_opt, 3e-3)
     for a, b in zip(ours.parameters(), loop.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 

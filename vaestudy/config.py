@@ -15,6 +15,8 @@ from vaestudy.utils import UserError, float_or_text, is_json_type, read_yaml, re
 
 # how the training step runs (vaestudy.train.TrainStep)
 COMPILE_CHOICES = ("auto", "graph", "always", "never")
+# the learning rate over the epochs (vaestudy.train.lr_at)
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def check_compile(value: str) -> str:
@@ -44,6 +46,7 @@ class RunConfig:
     epochs: int = 50  # training epochs
     batch_size: int = 128  # images per batch
     lr: float = 1e-3  # Adam learning rate
+    lr_schedule: str = "constant"  # constant, or cosine: lr decays to 0 by the last epoch
     seed: int = 1  # seed of initialisation, batches and reparameterisation noise
     device: str = "auto"  # auto (CUDA where present), cpu or cuda
     compile: str = "auto"  # training step: auto (compiled+graphed on CUDA), graph, always, never
@@ -133,6 +136,10 @@ class RunConfig:
         require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         require(math.isfinite(self.lr) and self.lr > 0, f"lr must be a finite number > 0, got {self.lr}")
+        require(
+            self.lr_schedule in LR_SCHEDULES,
+            f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}",
+        )
         check_compile(self.compile)
         require(self.checkpoint_every >= 1, f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         require(

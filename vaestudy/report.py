@@ -580,12 +580,19 @@ def answer_q6(n: Numbers) -> Answer:
             f"prediction carries {f(beyond)} nats"
             + (f", the weakest predicted one {f(weakest)}" if predicted else "")
         )
+    beyond = [
+        n.get(c, f"rate_unit_{int(predicted) + 1}")
+        for _, _, predicted, c in counts
+        if math.isfinite(n.get(c, f"rate_unit_{int(predicted) + 1}"))
+    ]
+    if beyond:
+        short += f", and no latent beyond the prediction carries more than {f(max(beyond))} nats (its rate)"
     short += (
         "; where it does not ("
         + "; ".join(extra)
         + "), the extra units are directions that training has not collapsed yet (those whose eigenvalue lies "
-        "near sigma^2 collapse slowly, and Adam's steps keep weights that should rest at zero moving): read the "
-        "rate per unit beside the count."
+        "near sigma^2 collapse slowly, and Adam's steps at a constant rate keep weights that should rest at zero "
+        "moving): train longer with the rate annealed, and read the rate per unit beside the count."
         if wrong
         else "."
     )

@@ -3,6 +3,7 @@
 Each entry of `arenas.<arena>` names a family and its parameters; a list value expands into a
 sweep (several list values: their product). Run names are readable and stable:
 `continuous/gaussian_fixed-s0.1/seed1` (arena / family and the parameters the entry gives / seed).
+An entry's `train` mapping replaces the study's training settings for its runs.
 """
 
 from __future__ import annotations
@@ -190,7 +191,7 @@ def _entry_grid(arena: str, index: int, entry: Any) -> list[tuple[str, dict[str,
         arena in cls.arenas,
         f"{where}: family {family} has no meaning in the {arena} arena (it belongs to: {belongs})",
     )
-    params = {k: v for k, v in entry.items() if k != "family"}
+    params = {k: v for k, v in entry.items() if k not in ("family", "train")}
     keys = list(params)
     values = [v if isinstance(v, list) else [v] for v in params.values()]
     for key, vals in zip(keys, values, strict=True):
@@ -202,6 +203,18 @@ def _entry_grid(arena: str, index: int, entry: Any) -> list[tuple[str, dict[str,
         RunConfig(family=family, arena=arena, params=p).validate_family(f"{where}")
         grid.append((config_label(family, p), p))
     return grid
+
+
+ENTRY_TRAIN = ("epochs", "batch_size", "lr", "lr_schedule", "keep_best", "patience")  # may differ per entry
+
+
+def _entry_train(arena: str, index: int, entry: Any) -> dict[str, Any]:
+    where = f"arenas.{arena}[{index}].train"
+    values = entry.get("train") or {} if isinstance(entry, dict) else {}
+    require(isinstance(values, dict), f"{where}: expected a mapping of training settings")
+    for key in values:
+        require(key in ENTRY_TRAIN, f"{where}: {key!r} cannot differ per entry (these can: {', '.join(ENTRY_TRAIN)})")
+    return values
 
 
 def expand_study(study: dict[str, Any]) -> list[Run]:
@@ -239,6 +252,7 @@ def expand_study(study: dict[str, Any]) -> list[Run]:
     for arena, entries in arenas.items():
         require(arena in ARENAS, f"arenas.{arena}: unknown arena (known: {', '.join(ARENAS)})")
         for index, entry in enumerate(entries or []):
+            entry_train = _entry_train(arena, index, entry)
             for label, params in _entry_grid(arena, index, entry):
                 config_name = f"{arena}/{label}"
                 where = f"arenas.{arena}[{index}]"
@@ -276,6 +290,7 @@ def expand_study(study: dict[str, Any]) -> list[Run]:
                         "device": study.get("device", "auto"),
                         **model,
                         **train,
+                        **entry_train,
                     }
                     if arena == "linear":  # linear encoder and decoder: no hidden layer
                         values.update(architecture="mlp", hidden=[])

@@ -48,7 +48,7 @@ CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 HISTORY = "history.csv"
 FACTS = "train.json"
-HISTORY_COLUMNS = ("epoch", "loss", "rate", "distortion", "sigma", "val_elbo", "seconds")
+HISTORY_COLUMNS = ("epoch", "loss", "rate", "distortion", "sigma", "lr", "val_elbo", "seconds")
 
 
 def load_data(config: RunConfig, device: torch.device) -> ArenaData:
@@ -139,7 +139,7 @@ def _history_csv(history: list[dict[str, float]]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in history:
-        writer.writerow({k: ("" if row[k] is None else row[k]) for k in HISTORY_COLUMNS})
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in HISTORY_COLUMNS})
     return buffer.getvalue()
 
 
@@ -212,6 +212,13 @@ class FusedAdam:
         }
         views = {d: iter(count) for d, count in self.counts.items()}  # count[0], count[1], ...
         self.steps = [next(views[d]) if d in views else torch.zeros((), dtype=f32, device=d) for d in devices]
+        # on CUDA the rate is read from a tensor, so that a captured step follows set_lr
+        self.lr_on = {d: torch.tensor(self.lr, dtype=f32, device=d) for d in devices if d.type == "cuda"}
+
+    def set_lr(self, lr: float) -> None:
+        self.lr = float(lr)
+        for t in self.lr_on.values():
+            t.fill_(self.lr)
 
     @staticmethod
     def supports(params) -> bool:
@@ -240,7 +247,7 @@ class FusedAdam:
                 [self.exp_avg_sq[i] for i in idx],
                 [],
                 steps,
-                lr=self.lr,
+                lr=self.lr_on.get(device, self.lr),
                 beta1=self.betas[0],
                 beta2=self.betas[1],
                 weight_decay=0.0,
@@ -280,6 +287,22 @@ def make_optimizer(model: nn.Module, lr: float) -> FusedAdam | torch.optim.Adam:
     """Adam: FusedAdam where torch has the fused kernel for the parameters, else torch.optim.Adam."""
     params = list(model.parameters())
     return FusedAdam(params, lr) if FusedAdam.supports(params) else torch.optim.Adam(params, lr=lr)
+
+
+def lr_at(config: RunConfig, epoch: int) -> float:
+    """The learning rate of the epoch after `epoch` completed ones: constant, or cosine annealing to 0
+    (Loshchilov & Hutter 2017), which lets Adam settle where a constant rate leaves it jittering."""
+    if config.lr_schedule == "constant":
+        return config.lr
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / config.epochs))
+
+
+def set_lr(optimizer: FusedAdam | torch.optim.Optimizer, lr: float) -> None:
+    if isinstance(optimizer, FusedAdam):
+        optimizer.set_lr(lr)
+    else:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
 
 
 def compiles(compile: str, device: torch.device) -> bool:
@@ -575,6 +598,8 @@ def _train(config: RunConfig, out: Path, progress: bool | None) -> dict[str, Any
             t0 = time.perf_counter()
             last_good = copy.deepcopy(model.state_dict())
             last_good_optimizer = copy.deepcopy(optimizer.state_dict())
+            lr = lr_at(config, epoch - 1)
+            set_lr(optimizer, lr)
             g = generator(device, config.seed, "epoch", epoch)
             sums = train_epoch(step, data, config.batch_size, g, stop=lambda: term.raised is not None)
             if sums is None:  # preempted mid-epoch: back to the epoch's start, which the checkpoint records
@@ -598,6 +623,7 @@ def _train(config: RunConfig, out: Path, progress: bool | None) -> dict[str, Any
                 "rate": rate_sum,
                 "distortion": dist_sum,
                 "sigma": model.likelihood.sigma(),
+                "lr": lr,
                 "val_elbo": val,
                 "seconds": time.perf_counter() - t0,
             }
