@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.integrate
 import scipy.optimize
+import scipy.special
 import scipy.stats
 import torch
 
@@ -38,6 +39,12 @@ def test_every_family_of_the_study_is_registered():
         "gaussian_heteroscedastic",
         "gaussian_optimal",
         "mse",
+        "laplace",
+        "student_t",
+        "beta",
+        "discretised_logistic",
+        "discretised_gaussian",
+        "discretised_logistic_mixture",
     }
 
 
@@ -267,3 +274,154 @@ def test_the_bernoulli_gradient_of_the_cpu_formula_by_finite_differences(shape, 
     x = torch.rand((4, 12), generator=g, dtype=torch.float64).requires_grad_()
     assert torch.autograd.gradcheck(lik.log_prob, (o, x))
     torch.testing.assert_close(lik.log_prob(o, x), lik.distribution(o).log_prob(x), rtol=1e-12, atol=1e-12)
+
+
+# ---- the families for 8-bit images: each against scipy, its masses summing to 1, its draws' moments
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.07])  # learned (from 1) and fixed
+def test_laplace_matches_scipy(scale):
+    x, o = _x_and_o(3)
+    lik = build_likelihood("laplace", D, {"scale": scale}).double()
+    b = lik.sigma()  # the scale it holds (a fixed one as float32 holds it)
+    assert b == pytest.approx(1.0 if scale == 0 else scale, rel=1e-7)
+    expected = scipy.stats.laplace.logpdf(x.numpy(), loc=o.numpy(), scale=b).sum(-1)
+    np.testing.assert_allclose(lik.log_prob(o, x).detach().numpy(), expected, rtol=1e-12)
+    assert [p.numel() for p in lik.parameters()] == ([1] if scale == 0 else [])
+
+
+@pytest.mark.parametrize("df", [1.5, 3.0, 30.0])
+def test_student_t_matches_scipy(df):
+    x, o = _x_and_o(4)
+    lik = build_likelihood("student_t", D, {"df": df, "scale": 0.2}).double()
+    expected = scipy.stats.t.logpdf(x.numpy(), df, loc=o.numpy(), scale=lik.sigma()).sum(-1)
+    np.testing.assert_allclose(lik.log_prob(o, x).numpy(), expected, rtol=1e-12)
+
+
+def test_beta_takes_both_concentrations_from_the_decoder_through_softplus():
+    x, o = _x_and_o(5, outputs=2)
+    lik = build_likelihood("beta", D).double()
+    a = torch.nn.functional.softplus(o[:, :D]).numpy() + 1e-4
+    b = torch.nn.functional.softplus(o[:, D:]).numpy() + 1e-4
+    expected = scipy.stats.beta.logpdf(x.numpy(), a, b).sum(-1)
+    np.testing.assert_allclose(lik.log_prob(o, x).numpy(), expected, rtol=1e-10)
+    edge = torch.zeros(5, D, dtype=torch.float64)  # a dequantised 0: finite, at the clamped edge
+    assert torch.isfinite(lik.log_prob(o, edge)).all()
+
+
+def _scipy_mass(kind, levels, loc, scale):
+    """P(level k) for k = 0..L-1 of a binned logistic or Gaussian with open edge bins (scipy)."""
+    return np.exp(_scipy_log_mass(kind, levels, loc, scale))
+
+
+def _scipy_log_mass(kind, levels, loc, scale):
+    """log P(level k), k = 0..L-1, from scipy's log-CDF and log-survival, each bin's difference taken
+    in the tail where it does not round to 0."""
+    frozen = (scipy.stats.logistic if kind == "logistic" else scipy.stats.norm)(loc=loc, scale=scale)
+    edges = (np.arange(levels + 1) - 0.5) / (levels - 1)
+    edges[0], edges[-1] = -np.inf, np.inf
+    lower, upper = edges[:-1], edges[1:]
+    with np.errstate(divide="ignore"):
+        below = frozen.logcdf(upper) + np.log1p(-np.exp(frozen.logcdf(lower) - frozen.logcdf(upper)))
+        above = frozen.logsf(lower) + np.log1p(-np.exp(frozen.logsf(upper) - frozen.logsf(lower)))
+    return np.where(lower + upper > 2 * loc, above, below)
+
+
+@pytest.mark.parametrize("name,kind", [("discretised_logistic", "logistic"), ("discretised_gaussian", "gaussian")])
+@pytest.mark.parametrize("levels", [17, 256])
+def test_discretised_log_prob_matches_scipy(name, kind, levels):
+    g = torch.Generator().manual_seed(7)
+    o = torch.cat([torch.rand(1, D, generator=g) * 1.4 - 0.2, torch.randn(1, D, generator=g) - 2.5], -1).double()
+    k = torch.randint(0, levels, (1, D), generator=g)
+    k[0, :2] = torch.tensor([0, levels - 1])  # both edge bins
+    lik = build_likelihood(name, D, levels=levels).double()
+    got = lik.distribution(o).base_dist.log_prob(k.double() / (levels - 1))[0]
+    for i in range(D):
+        log_mass = _scipy_log_mass(kind, levels, float(o[0, i]), math.exp(float(o[0, D + i])))
+        assert float(got[i]) == pytest.approx(log_mass[int(k[0, i])], rel=1e-9, abs=1e-12)
+
+
+def test_discretised_mixture_is_the_weighted_sum_of_its_binned_logistics():
+    n, levels = 3, 17
+    g = torch.Generator().manual_seed(8)
+    o = torch.randn(1, 3 * n * D, generator=g, dtype=torch.float64)
+    lik = build_likelihood("discretised_logistic_mixture", D, {"mixtures": n}, levels=levels).double()
+    loc, log_scale, logits = (t[0].numpy() for t in lik.components(o))  # each (D, n)
+    weights = scipy.special.softmax(logits, -1)
+    k = torch.randint(0, levels, (1, D), generator=g)
+    got = lik.distribution(o).base_dist.log_prob(k.double() / (levels - 1))[0]
+    for i in range(D):
+        mass = sum(w * _scipy_mass("logistic", levels, m, math.exp(s)) for w, m, s in
+                   zip(weights[i], loc[i], log_scale[i], strict=True))
+        assert float(got[i]) == pytest.approx(math.log(mass[int(k[0, i])]), rel=1e-9)
+
+
+DISCRETISED = ["discretised_logistic", "discretised_gaussian", "discretised_logistic_mixture"]
+
+
+@pytest.mark.parametrize("name", DISCRETISED)
+@pytest.mark.parametrize("levels", [2, 17, 256])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_discretised_mass_sums_to_one_over_the_levels(name, levels, dtype):
+    """For random parameters including extreme scales (log-scale from -30, clamped to -7, to 12) and
+    means far outside [0, 1]: the L masses of every pixel sum to 1 to the dtype's rounding."""
+    g = torch.Generator().manual_seed(levels)
+    lik = build_likelihood(name, D, levels=levels).to(dtype)
+    o = torch.randn(4, lik.outputs_per_pixel * D, generator=g, dtype=dtype) * 3
+    o[0] = o[0] * 10  # means and log-scales far out
+    o[1, D:2 * D] = -30.0 if name != "discretised_logistic_mixture" else o[1, D:2 * D]
+    o[2, D:2 * D] = 12.0 if name != "discretised_logistic_mixture" else o[2, D:2 * D]
+    dist = lik.distribution(o).base_dist
+    grid = torch.arange(levels, dtype=dtype) / (levels - 1)
+    total = torch.stack([dist.log_prob(v.expand(4, D)) for v in grid]).exp().sum(0)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(total, torch.ones_like(total), rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("name", DISCRETISED)
+def test_discretised_gradients_are_finite_at_the_edge_bins_and_at_tiny_scales(name):
+    levels = 256
+    lik = build_likelihood(name, D, levels=levels)
+    g = torch.Generator().manual_seed(3)
+    o = torch.randn(5, lik.outputs_per_pixel * D, generator=g)
+    if name != "discretised_logistic_mixture":
+        o[:, D:] = torch.linspace(-12, 3, 5).unsqueeze(1)  # log-scales down to far below the clamp
+    o.requires_grad_()
+    x = torch.tensor([0.0, 1.0, 0.5, 1 / 255, 254 / 255, 0.0]).expand(5, D)  # both edges, beside them
+    log_p = lik.log_prob(o, x)
+    (grad,) = torch.autograd.grad(log_p.sum(), o)
+    assert torch.isfinite(log_p).all() and torch.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("name", ["laplace", "student_t", "beta", *DISCRETISED])
+def test_draws_have_the_moments_of_the_closed_forms(name):
+    """Mean and variance of 200,000 draws per pixel against the family's closed form (scipy for the
+    continuous ones, the binned masses for the discretised ones)."""
+    params = {"laplace": {"scale": 0.1}, "student_t": {"df": 5.0, "scale": 0.1}}.get(name, {})
+    levels = 17
+    lik = build_likelihood(name, 2, params, levels=levels).double()
+    g = torch.Generator().manual_seed(11)
+    o = torch.randn(1, lik.outputs_per_pixel * 2, generator=g, dtype=torch.float64) * 0.5
+    if name in ("laplace", "student_t"):
+        o = torch.tensor([[0.3, 0.6]], dtype=torch.float64)
+    dist = lik.distribution(o)
+    torch.manual_seed(0)
+    draws = dist.sample((200_000,))[:, 0].numpy()  # (N, 2)
+    if name == "laplace":
+        mean, var = o[0].numpy(), np.full(2, 2 * 0.1**2)
+    elif name == "student_t":
+        mean, var = o[0].numpy(), np.full(2, 0.1**2 * 5 / 3)
+    elif name == "beta":
+        frozen = scipy.stats.beta(torch.nn.functional.softplus(o[0, :2]).numpy() + 1e-4,
+                                  torch.nn.functional.softplus(o[0, 2:]).numpy() + 1e-4)
+        mean, var = frozen.mean(), frozen.var()
+    else:
+        grid = np.arange(levels) / (levels - 1)
+        mass = np.stack([dist.base_dist.log_prob(torch.full((1, 2), v, dtype=torch.float64))[0].exp().numpy()
+                         for v in grid])  # (L, 2)
+        mean, var = (grid[:, None] * mass).sum(0), (grid[:, None] ** 2 * mass).sum(0)
+        var = var - mean**2
+        np.testing.assert_allclose(dist.mean[0].numpy(), mean, rtol=1e-12)  # the exact mean
+        assert set(np.unique(draws)) <= set(grid)  # draws are grey levels
+    np.testing.assert_allclose(draws.mean(0), mean, atol=4 * np.sqrt(var / 200_000).max())
+    np.testing.assert_allclose(draws.var(0), var, rtol=0.03)

@@ -1,4 +1,4 @@
-"""Adding a likelihood is one class: the README's Laplace example trains, evaluates and is listed."""
+"""Adding a likelihood is one class: the README's Gumbel example trains, evaluates and is listed."""
 
 import pytest
 import torch
@@ -8,40 +8,44 @@ from vaestudy.config import RunConfig
 from vaestudy.evaluate import evaluate
 from vaestudy.likelihoods import REGISTRY, Likelihood
 from vaestudy.study import expand_study
+from vaestudy.tables import collect, summarise
 from vaestudy.train import train
 
 
 @pytest.fixture
-def laplace():
-    class Laplace(Likelihood):  # exactly the README's example
-        """prod Laplace(x_i; mu_i(z), b)."""
+def gumbel():
+    class Gumbel(Likelihood):  # exactly the README's example
+        """prod Gumbel(x_i; mu_i(z), b): skewed pixel noise."""
 
-        name = "laplace"
+        name = "gumbel"
 
         def __init__(self, num_pixels: int, scale: float = 0.1):
             super().__init__(num_pixels)
             self.register_buffer("b", torch.tensor(scale))
 
         def distribution(self, o):
-            return Independent(torch.distributions.Laplace(o, self.b), 1)
+            return Independent(torch.distributions.Gumbel(o, self.b), 1)
 
-    yield Laplace
-    del REGISTRY["laplace"]
+    yield Gumbel
+    del REGISTRY["gumbel"]
 
 
-def test_a_new_family_is_one_class(tmp_path, laplace):
-    study = {"seeds": [1], "arenas": {"continuous": [{"family": "laplace", "scale": [0.05, 0.2]}]}}
+def test_a_new_family_is_one_class(tmp_path, gumbel):
+    study = {"seeds": [1], "arenas": {"continuous": [{"family": "gumbel", "scale": [0.05, 0.2]}]}}
     assert [r.name for r in expand_study(study)] == [
-        "continuous/laplace-s0.05/seed1",
-        "continuous/laplace-s0.2/seed1",
+        "continuous/gumbel-s0.05/seed1",
+        "continuous/gumbel-s0.2/seed1",
     ]
-    config = RunConfig(family="laplace", params={"scale": 0.2}, epochs=2, hidden=[16], latent=2, device="cpu")
+    config = RunConfig(family="gumbel", params={"scale": 0.2}, epochs=2, hidden=[16], latent=2, device="cpu")
     assert train(config, tmp_path / "run", progress=False)["status"] == "ok"
     metrics = evaluate(tmp_path / "run", tmp_path / "m.json", k=20, device="cpu")["metrics"]
     x, o = torch.rand(3, 64), torch.randn(3, 64)
-    expected = torch.distributions.Laplace(o, 0.2).log_prob(x).sum(-1)
-    torch.testing.assert_close(REGISTRY["laplace"](64, 0.2).distribution(o).log_prob(x), expected)
+    expected = torch.distributions.Gumbel(o, 0.2).log_prob(x).sum(-1)
+    torch.testing.assert_close(REGISTRY["gumbel"](64, 0.2).distribution(o).log_prob(x), expected)
     assert metrics["ll_iwae"] >= metrics["elbo"] - 1.0
+    # its parameter is a column of the tidy tables, as every registered family's is
+    table = summarise(collect([tmp_path / "m.json"], tmp_path))
+    assert set(table[table.metric == "elbo"].scale) == {0.2}
 
 
 def test_a_family_without_a_docstring_is_listed(capsys):

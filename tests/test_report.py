@@ -11,6 +11,7 @@ from docutils.core import publish_parts
 
 from vaestudy.figures import FIGURES, _label_apart, all_figures
 from vaestudy.report import (
+    QUESTIONS,
     TABLE_METRICS,
     Numbers,
     answers,
@@ -223,7 +224,7 @@ def test_the_front_page_is_a_line_per_question_and_the_details_go_to_captions_an
     out, _, written, summary = built
     front = written["front"].read_text()
     items = [line for line in front.splitlines() if line.startswith("* **Q")]
-    assert len(items) == 6 and all(len(line) < 300 for line in items), items
+    assert len(items) == len(QUESTIONS) and all(len(line) < 300 for line in items), items
     assert "git revision" not in front and "Which numbers compare" not in front
     about = (out / "report" / "about.rst").read_text()
     assert (
@@ -526,3 +527,45 @@ def test_q6_states_each_instruments_error_and_names_a_count_that_misses_its_pred
     assert list(table.model) == ["gaussian_fixed-s0.3", "gaussian_fixed-s0.7"] and "ll_exact" in table
     # without linear models the question says that this run cannot measure its instruments
     assert "cannot measure its own instruments" in answers(summarise(synthetic_metrics()))[5].short
+
+
+def _discrete_rows(config, family, bpd, gap, precision):
+    return [
+        {
+            "run": f"{config}/seed{seed}", "config": config, "dataset": "digits", "arena": "discrete",
+            "family": family, "seed": seed, "metric": metric, "value": value, "status": "ok",
+            "diverged_epoch": None, "normalised": True, "device": "cpu (test)",
+        }
+        for seed in (1, 2, 3)
+        for metric, value in {"bpd": bpd, "elbo_gap": gap, "precision_draw": precision, "fid_draw": 5.0,
+                              "levels": 17, "num_pixels": 64, "elbo": -10.0}.items()
+    ]
+
+
+def test_q7_ranks_every_family_on_one_scale_with_its_failures_and_sample_quality(tmp_path):
+    rows = _discrete_rows("discrete/discretised_logistic", "discretised_logistic", 2.5, 7.0, 0.9)
+    rows += _discrete_rows("discrete/discretised_gaussian", "discretised_gaussian", 2.8, 1.0, 0.6)
+    summary = summarise(pd.concat([synthetic_metrics(), pd.DataFrame(rows)], ignore_index=True))
+    q7 = answers(summary)[6]
+    assert q7.key == "q7" and q7.figures == ["one_scale"]
+    # exact bpd for the masses; for the continuous arena the own bpd where normalised (gaussian_fixed-s0.01:
+    # 3 + 0.01), else the calibrated one (the Bernoulli on grey levels: 3.5 + 0.2 * 0.2)
+    assert (
+        "the bits per dimension of the 17 grey levels, `discretised_logistic` ranks first of 12 at 2.5 bits/dim "
+        "(exact: a mass on the levels)" in q7.short
+    )
+    assert "The best density on dequantised pixels, `gaussian_fixed-s0.01`, scores 3.01 (a bound), 0.51 bits/dim" in q7.short
+    assert "`gaussian_heteroscedastic-f0` diverged in 1 of 3 seeds" in q7.short
+    # the gaps in bits/dim: 7 and 1 nats over 64 pixels
+    assert (
+        "overfitting, the largest train-test ELBO gaps: `discretised_logistic` 0.16, `discretised_gaussian` 0.023 "
+        "bits/dim (the median model's 0.09)" in q7.short
+    )
+    assert "In the discrete arena the same model leads on likelihood and on draws' precision, `discretised_logistic`" in q7.short
+    ranked = [line.split("`")[1] for line in q7.evidence if line[0].isdigit()]
+    assert ranked[:3] == ["discrete/discretised_logistic", "discrete/discretised_gaussian", "continuous/gaussian_fixed-s0.01"]
+    assert "continuous/bernoulli" in ranked and "binary/bernoulli" not in ranked  # binary: other data
+    assert "3.54 bits/dim, a bound: the calibrated Gaussian" in " ".join(q7.evidence)
+    assert q7.line.startswith("`discretised_logistic` ranks first at 2.5 bits/dim (exact)")
+    paths = all_figures(summary, summary, synthetic_history(), tmp_path)
+    assert tmp_path / "one_scale.png" in paths

@@ -247,6 +247,13 @@ def test_a_non_finite_loss_ends_training_as_diverged(tmp_path):
         ("gaussian_optimal", "continuous", {}),
         ("mse", "continuous", {"reduction": "sum"}),
         ("mse", "continuous", {"reduction": "mean"}),
+        ("laplace", "continuous", {}),
+        ("laplace", "continuous", {"scale": 0.1}),
+        ("student_t", "continuous", {"df": 3.0}),
+        ("beta", "continuous", {}),
+        ("discretised_logistic", "discrete", {}),
+        ("discretised_gaussian", "discrete", {}),
+        ("discretised_logistic_mixture", "discrete", {"mixtures": 3}),
     ],
 )
 def test_every_family_trains_and_evaluates(tmp_path, family, arena, params):
@@ -268,6 +275,8 @@ def test_every_family_trains_and_evaluates(tmp_path, family, arena, params):
         assert "calibrated_elbo" not in m
     if family in ("gaussian_fixed", "gaussian_optimal", "mse"):
         assert m["sigma"] > 0
+    if arena == "discrete":  # a mass on the levels: log-likelihood <= 0, exact bits per dimension
+        assert m["ll_iwae"] <= 0 and m["bpd"] == pytest.approx(-m["ll_iwae"] / (64 * math.log(2)))
     assert family in REGISTRY
 
 

@@ -4,6 +4,7 @@ A data set is held as integer grey levels k in {0, ..., L-1}, one row per image.
 levels into model inputs in [0, 1]:
   binary      x ~ Bernoulli(k / (L-1))   (dynamic for training, one fixed seeded draw for evaluation)
   continuous  y = (k + u) / L, u ~ U[0,1) (fresh each epoch for training, one fixed draw for evaluation)
+  discrete    x = k / (L-1), the levels themselves, for masses on the L levels
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from vaestudy.utils import UserError, first_line, generator, require
 
 # linear: the continuous arena's images for linear Gaussian models, whose exact answers are known
-ARENAS = ("binary", "continuous", "linear")
+ARENAS = ("binary", "continuous", "discrete", "linear")
 
 
 @dataclass
@@ -325,9 +326,11 @@ class ArenaData:
         return len(self.train_levels)
 
     def transform(self, levels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        """Binarise or dequantise a batch of levels into float32 model inputs in [0, 1]."""
+        """Binarise, scale or dequantise a batch of levels into float32 model inputs in [0, 1]."""
         k = levels.to(torch.float32)
-        return binarise(k, self.levels, g) if self.arena == "binary" else dequantise(k, self.levels, g)
+        if self.arena == "binary":
+            return binarise(k, self.levels, g)
+        return k / (self.levels - 1) if self.arena == "discrete" else dequantise(k, self.levels, g)
 
     def train_fixed(self, n: int | None = None) -> torch.Tensor:
         """The training split (its first n images) under one fixed seeded draw (for fits after training)."""

@@ -196,8 +196,9 @@ def rate_per_unit(model: VAE, x: torch.Tensor, batch_size: int = 1024) -> torch.
 
 
 def bits_per_dim(ll: float, num_pixels: int, levels: int, arena: str) -> float:
-    """bpd of the discrete data: dequantised (continuous, linear) -(ll - D ln L)/(D ln 2); binary -ll/(D ln 2)."""
-    offset = num_pixels * math.log(levels) if arena != "binary" else 0.0
+    """bpd of the discrete data: from a density on dequantised data (continuous, linear) the bound
+    -(ll - D ln L)/(D ln 2) (Theis et al. 2016); from a mass (binary, discrete) exactly -ll/(D ln 2)."""
+    offset = num_pixels * math.log(levels) if arena in ("continuous", "linear") else 0.0
     return -(ll - offset) / (num_pixels * math.log(2))
 
 

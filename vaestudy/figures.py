@@ -19,6 +19,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from vaestudy.tables import one_scale, short_name as label  # noqa: E402
+
 SWEEP = "gaussian_fixed"
 LABELS = {
     "rate": "rate KL(q||p) [nats]",
@@ -93,11 +95,6 @@ def _palette(n: int) -> list:
 def _legend_outside(ax, **kwargs) -> None:
     """The legend to the right of the axes, where it covers no line or bar."""
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0, **kwargs)
-
-
-def label(config: str) -> str:
-    """'continuous/gaussian_fixed-s0.1' -> 'gaussian_fixed-s0.1'."""
-    return config.split("/", 1)[-1]
 
 
 def _means(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -336,6 +333,25 @@ def bpd_by_model(summary: pd.DataFrame, stem: str | Path) -> list[Path]:
     return _save(fig, stem)
 
 
+def one_scale_figure(summary: pd.DataFrame, stem: str | Path) -> list[Path]:
+    """Every image model of the continuous and discrete arenas on the bits per dimension of the grey
+    levels, best first: exact masses and dequantised bounds told apart by colour."""
+    t = one_scale(summary).dropna(subset=["bpd"])
+    fig, ax = plt.subplots(figsize=(10, 0.3 * max(len(t), 4) + 1.5))
+    if t.empty:
+        _empty(ax)
+    else:
+        t = t.assign(model=t.config.map(label), kind=t.measure)
+        sns.barplot(data=t, y="model", x="bpd", hue="kind", dodge=False, ax=ax, orient="h")
+        ax.set_xscale("log" if (t.bpd > 0).all() else "symlog")
+        for container in ax.containers:
+            ax.bar_label(container, fmt="%.3g", fontsize=6, padding=2)
+        _legend_outside(ax)
+    ax.set_xlabel("bits per dimension of the grey levels (lower is better; log axis)")
+    ax.set_title("What should I use for 8-bit images? Every family on one scale")
+    return _save(fig, stem)
+
+
 def ground_truth(summary: pd.DataFrame, stem: str | Path) -> list[Path]:
     """The linear arena against its exact answers, per sigma: exact, IWAE, ELBO and pPCA-optimum
     log-likelihoods; each estimate's gap to the exact one; counted against predicted active units;
@@ -408,6 +424,7 @@ FIGURES = {
     "sample_quality": lambda s, m, h, stem: sample_quality(s, stem),
     "bpd_by_model": lambda s, m, h, stem: bpd_by_model(s, stem),
     "ground_truth": lambda s, m, h, stem: ground_truth(s, stem),
+    "one_scale": lambda s, m, h, stem: one_scale_figure(s, stem),
     "training_loss": lambda s, m, h, stem: training_curve(h, "loss", stem),
     "training_rate": lambda s, m, h, stem: training_curve(h, "rate", stem),
     "training_distortion": lambda s, m, h, stem: training_curve(h, "distortion", stem),

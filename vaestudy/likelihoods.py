@@ -21,10 +21,13 @@ import torch
 from torch import nn
 from torch.distributions import (
     Bernoulli,
+    Beta,
     ContinuousBernoulli,
     Distribution,
     Independent,
+    Laplace,
     Normal,
+    StudentT,
 )
 from torch.nn import functional as F
 
@@ -41,6 +44,7 @@ class Likelihood(nn.Module):
     arenas: ClassVar[tuple[str, ...]] = ("continuous",)  # where the family has a meaning
     loss_is_nll: ClassVar[bool] = True  # is the training loss exactly -log p(x|z)?
     fits_sigma_after_training: ClassVar[bool] = False
+    levels: int = 256  # the data's grey levels L, set by build_likelihood (the discrete families' bins)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -333,6 +337,194 @@ class MSE(GaussianLikelihood):
         return float(self.scale)
 
 
+class _SharedScale(Likelihood):
+    """Base of families with one scale for all pixels: fixed where `scale` > 0, else learned as
+    floor + exp(s) from 1 (as gaussian_shared's sigma)."""
+
+    def __init__(self, num_pixels: int, scale: float = 0.0, floor: float = 1e-3):
+        super().__init__(num_pixels)
+        if not scale >= 0:
+            raise ValueError(f"scale must be > 0 (fixed) or 0 (learned), got {scale}")
+        _check_floor(floor, None if scale > 0 else 1.0)
+        self.floor = float(floor)
+        if scale > 0:
+            self.register_buffer("fixed", torch.tensor(float(scale)))
+            self.log_excess = None
+        else:
+            self.log_excess = nn.Parameter(torch.tensor(math.log(1.0 - floor)))
+
+    def scale(self) -> torch.Tensor:
+        return self.fixed if self.log_excess is None else self.floor + self.log_excess.exp()
+
+    def sigma(self):
+        return float(self.scale().detach())
+
+
+class LaplaceLikelihood(_SharedScale):
+    """prod Laplace(x_i; mu_i(z), b): the "L1 loss" as a density. `scale` > 0 fixes b, 0 learns it;
+    the optimal b is the mean absolute error, as the optimal Gaussian sigma is the RMSE."""
+
+    name = "laplace"
+
+    def distribution(self, o):
+        return Independent(Laplace(o, self.scale().to(o).expand_as(o), validate_args=False), 1)
+
+
+class StudentTLikelihood(_SharedScale):
+    """prod t_nu(x_i; mu_i(z), s): heavy tails, robust to outlying pixels (cf. t3VAE, Kim et al.
+    2024). `df` is nu (> 1, so that the decoder mean exists); the scale s as in laplace."""
+
+    name = "student_t"
+
+    def __init__(self, num_pixels: int, df: float = 3.0, scale: float = 0.0, floor: float = 1e-3):
+        super().__init__(num_pixels, scale, floor)
+        if not df > 1:
+            raise ValueError(f"df must be > 1 (the mean exists only there), got {df}")
+        self.df = float(df)
+
+    def distribution(self, o):
+        scale = self.scale().to(o).expand_as(o)
+        return Independent(StudentT(torch.tensor(self.df).to(o), o, scale, validate_args=False), 1)
+
+
+class BetaLikelihood(Likelihood):
+    """prod Beta(x_i; a_i(z), b_i(z)), both concentrations from the decoder through softplus (the
+    continuous-Bernoulli paper's comparison, Loaiza-Ganem & Cunningham 2019). Images are clamped
+    into [1e-6, 1 - 1e-6]: a dequantised pixel can be exactly 0, where the density is 0 or infinite."""
+
+    name = "beta"
+    outputs_per_pixel = 2
+    EDGE = 1e-6
+
+    def distribution(self, o):
+        a, b = self._split(o)
+        return Independent(Beta(F.softplus(a) + 1e-4, F.softplus(b) + 1e-4, validate_args=False), 1)
+
+    def log_prob(self, o, x):
+        return self.distribution(o).log_prob(x.clamp(self.EDGE, 1 - self.EDGE))
+
+
+def _log1mexp(d: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(-d)) for d > 0, accurate at both ends (Maechler 2012); each branch is fed only
+    values it is finite at, so that the gradient of the one not taken is 0, not NaN."""
+    small = d <= math.log(2)
+    near = torch.log(-torch.expm1(-torch.where(small, d, 0.5)))
+    far = torch.log1p(-torch.exp(-torch.where(small, 1.0, d)))
+    return torch.where(small, near, far)
+
+
+class Discretised(Distribution):
+    """A mixture of logistics or Gaussians binned onto the L grey levels x_k = k / (L-1), with the
+    edge bins open (x_0 takes all below its upper edge, x_{L-1} all above its lower edge), as in
+    PixelCNN++ (Salimans et al. 2017). Parameters (..., n) for n components; batch shape (...)."""
+
+    arg_constraints: ClassVar[dict] = {}
+    support = torch.distributions.constraints.unit_interval
+
+    def __init__(self, kind: str, loc: torch.Tensor, scale: torch.Tensor, logits: torch.Tensor, levels: int):
+        self.kind, self.loc, self.scale, self.levels = kind, loc, scale, levels
+        self.log_weights = torch.log_softmax(logits, -1)
+        super().__init__(loc.shape[:-1], validate_args=False)
+
+    def _log_mass(self, k: torch.Tensor) -> torch.Tensor:
+        """log P(level k) per component, for float levels k (..., 1)."""
+        half = 0.5 / (self.levels - 1)
+        x = k / (self.levels - 1)
+        a = (x + half - self.loc) / self.scale  # the bin's upper edge, standardised
+        b = (x - half - self.loc) / self.scale  # and its lower edge
+        if self.kind == "logistic":
+            log_below, log_above = F.logsigmoid(a), F.logsigmoid(-b)  # log F(a), log (1 - F(b))
+            # F(a) - F(b) = sigmoid(a) sigmoid(-b) (1 - e^(b - a)): no difference of nearly equal numbers
+            log_inner = log_below + log_above + _log1mexp(a - b)
+        else:
+            log_below, log_above = torch.special.log_ndtr(a), torch.special.log_ndtr(-b)
+            # Phi(a) - Phi(b), or Phi(-b) - Phi(-a) where the bin lies above the mean: the lower tail
+            flip = a + b > 0
+            log_hi = torch.special.log_ndtr(torch.where(flip, -b, a))
+            log_lo = torch.special.log_ndtr(torch.where(flip, -a, b))
+            log_inner = log_hi + _log1mexp((log_hi - log_lo).clamp_min(1e-30))
+        return torch.where(k < 0.5, log_below, torch.where(k > self.levels - 1.5, log_above, log_inner))
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        k = torch.round(x * (self.levels - 1)).unsqueeze(-1)
+        return torch.logsumexp(self.log_weights + self._log_mass(k), -1)
+
+    def _survival(self, edge: float) -> torch.Tensor:
+        """P(x > edge) per component."""
+        t = (edge - self.loc) / self.scale
+        return torch.sigmoid(-t) if self.kind == "logistic" else torch.special.ndtr(-t)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        # E[x] = sum_k x_k P(k) = 1/(L-1) sum_{k>=1} P(x > lower edge of k)
+        total = sum(self._survival((k - 0.5) / (self.levels - 1)) for k in range(1, self.levels))
+        return (self.log_weights.exp() * total).sum(-1) / (self.levels - 1)
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            shape = torch.Size(sample_shape) + self.loc.shape
+            j = torch.distributions.Categorical(logits=self.log_weights).sample(sample_shape).unsqueeze(-1)
+            loc, scale = (t.expand(shape).gather(-1, j).squeeze(-1) for t in (self.loc, self.scale))
+            if self.kind == "logistic":
+                u = torch.rand(loc.shape, device=loc.device, dtype=loc.dtype).clamp(1e-6, 1 - 1e-6)
+                y = loc + scale * (u.log() - (-u).log1p())
+            else:
+                y = loc + scale * torch.randn(loc.shape, device=loc.device, dtype=loc.dtype)
+            return torch.round(y * (self.levels - 1)).clamp(0, self.levels - 1) / (self.levels - 1)
+
+
+class _DiscretisedLikelihood(Likelihood):
+    """Base of the masses on the L grey levels (the discrete arena): exact bits per dimension."""
+
+    arenas = ("discrete",)
+    kind: ClassVar[str] = "logistic"
+    MIN_LOG_SCALE = -7.0  # scales below e^-7 are clamped, as in PixelCNN++: the mass is already 1
+
+    def components(self, o: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loc, log-scale, logits), each (..., D, n)."""
+        loc, log_scale = (t.unsqueeze(-1) for t in self._split(o))
+        return loc, log_scale, torch.zeros_like(loc)
+
+    def distribution(self, o):
+        loc, log_scale, logits = self.components(o)
+        scale = log_scale.clamp_min(self.MIN_LOG_SCALE).exp()
+        return Independent(Discretised(self.kind, loc, scale, logits, self.levels), 1, validate_args=False)
+
+
+class DiscretisedLogistic(_DiscretisedLikelihood):
+    """prod P(x_i) of a logistic(mu_i(z), s_i(z)) binned onto the grey levels (PixelCNN++)."""
+
+    name = "discretised_logistic"
+    outputs_per_pixel = 2
+
+
+class DiscretisedGaussian(_DiscretisedLikelihood):
+    """prod P(x_i) of a N(mu_i(z), s_i(z)^2) binned onto the grey levels (as in Ho et al. 2020)."""
+
+    name = "discretised_gaussian"
+    outputs_per_pixel = 2
+    kind = "gaussian"
+
+
+class DiscretisedLogisticMixture(_DiscretisedLikelihood):
+    """A mixture of `mixtures` binned logistics per pixel, weights, means and log-scales from the
+    decoder (PixelCNN++'s likelihood without its channel coupling)."""
+
+    name = "discretised_logistic_mixture"
+
+    def __init__(self, num_pixels: int, mixtures: int = 5):
+        super().__init__(num_pixels)
+        if not mixtures >= 1:
+            raise ValueError(f"mixtures must be >= 1, got {mixtures}")
+        self.mixtures = int(mixtures)
+        self.outputs_per_pixel = 3 * self.mixtures
+
+    def components(self, o):
+        d, n = self.num_pixels, self.mixtures
+        parts = o.unflatten(-1, (3, n, d)).movedim(-1, -3)  # (..., D, 3, n)
+        return parts[..., 0, :], parts[..., 1, :], parts[..., 2, :]
+
+
 class Calibrated(GaussianLikelihood):
     """A fitted Gaussian around another family's decoder mean: N(x; E[x|z], sigma^2 I).
 
@@ -434,12 +626,15 @@ def check_params(name: str, params: dict | None = None) -> dict:
 
 
 def build_likelihood(
-    name: str, num_pixels: int, params: dict | None = None, checked: bool = False
+    name: str, num_pixels: int, params: dict | None = None, checked: bool = False, levels: int = 256
 ) -> Likelihood:
-    """Construct a family by name; unknown parameters and bad values are user errors."""
+    """Construct a family by name for images of `levels` grey levels; unknown parameters and bad
+    values are user errors."""
     cls = get_family(name)
     params = dict(params or {}) if checked else check_params(name, params)
     try:
-        return cls(num_pixels, **params)
+        likelihood = cls(num_pixels, **params)
     except (ValueError, TypeError) as exc:
         raise UserError(f"family {name}: {exc}") from None
+    likelihood.levels = int(levels)
+    return likelihood

@@ -248,6 +248,8 @@ def anchors(
     noise = torch.rand((n, data.num_pixels), generator=g, device=data.device)
     if data.arena == "binary":
         noise = (noise < 0.5).float()
+    elif data.arena == "discrete":  # uniform over the grey levels themselves
+        noise = torch.floor(noise * data.levels).clamp_max(data.levels - 1) / (data.levels - 1)
     return {"test": score_images(net, data.test[:n], ref, k), "noise": score_images(net, noise, ref, k)}
 
 

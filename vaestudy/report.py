@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from vaestudy.tables import one_scale, short_name
 from vaestudy.utils import atomic_write_text, check_output_folder, require
 
 QUESTIONS = {
@@ -26,6 +27,7 @@ QUESTIONS = {
     "q4": "How much does the missing constant of BCE on grey levels matter?",
     "q5": "What do samples mean: the decoder mean or a draw from p(x|z)?",
     "q6": "How far can these numbers be trusted?",
+    "q7": "What should I use for 8-bit images?",
 }
 
 
@@ -37,7 +39,10 @@ CATEGORY = {
     "q4": "Q4. BCE on grey levels",
     "q5": "Q5. What is a sample?",
     "q6": "Q6. Ground truth",
+    "q7": "Q7. 8-bit images",
 }
+# the arenas of images (not the linear ground truth), in the order the answers name them
+IMAGE_ARENAS = ("continuous", "binary", "discrete")
 
 
 @dataclass
@@ -175,7 +180,7 @@ def answer_q1(n: Numbers) -> Answer:
     if mse:
         c = mse[0]
         headline = (
-            f"Yes in effect: MSE is a Gaussian with a fixed sigma; `{_short_name(c)}` is sigma {f(n.get(c, 'sigma'))}, "
+            f"Yes in effect: MSE is a Gaussian with a fixed sigma; `{short_name(c)}` is sigma {f(n.get(c, 'sigma'))}, "
             f"its -ELBO the loss plus {f(-n.get(c, 'elbo') - n.get(c, 'loss'), 5)} nats."
         )
     return Answer("q1", QUESTIONS["q1"], short, ev, ["sigma_sweep", "rate_distortion"], headline)
@@ -289,9 +294,9 @@ def answer_q3(n: Numbers) -> Answer:
         )
     headline = "Learning sigma lands " + ", ".join(landed) if landed else short.split(". ")[0].split(";")[0]
     if unstable:
-        headline += f"; unstable: {', '.join(_short_name(c) for c in unstable)}"
+        headline += f"; unstable: {', '.join(short_name(c) for c in unstable)}"
     if gaps:
-        headline += f"; the largest train-test ELBO gap is {f(top)} nats ({_short_name(config)})"
+        headline += f"; the largest train-test ELBO gap is {f(top)} nats ({short_name(config)})"
     return Answer(
         "q3", QUESTIONS["q3"], short, ev, ["sigma_sweep", "training_sigma", "bpd_by_model"], headline + "."
     )
@@ -373,22 +378,22 @@ def sanity_order(n: Numbers, arena: str) -> tuple[float, tuple[float, str, str],
     return test, min(scored), noise
 
 
+def _means_and_draws(n: Numbers) -> tuple[list[str], list[tuple[str, float, float]]]:
+    """The image arenas' models, and (model, FID of means, FID of draws) of those with scores."""
+    models = [c for arena in IMAGE_ARENAS for c in n.configs_of_arena(arena)]
+    rows = [(c, n.get(c, "fid_mean"), n.get(c, "fid_draw")) for c in models if n.scored(c)]
+    return models, [r for r in rows if math.isfinite(r[1]) and math.isfinite(r[2])]
+
+
 def answer_q5(n: Numbers) -> Answer:
-    models = [
-        c
-        for c in dict.fromkeys(n.summary.config)
-        if n.summary[n.summary.config == c].family.iloc[0] not in ("anchor", "feature_net")
-    ]
-    rows = [
-        (c, n.get(c, "fid_mean"), n.get(c, "fid_draw")) for c in models if math.isfinite(n.get(c, "fid_mean"))
-    ]
+    models, rows = _means_and_draws(n)
     ev = [
         f"`{c}`: FID of decoder means {f(m)}, of true draws {f(d)}, precision {f(n.get(c, 'precision_mean'))} / "
         f"{f(n.get(c, 'precision_draw'))}, recall {f(n.get(c, 'recall_mean'))} / {f(n.get(c, 'recall_draw'))}"
         for c, m, d in rows
     ]
     order_text, in_order = [], {}
-    for arena in ("continuous", "binary"):
+    for arena in IMAGE_ARENAS:
         for kind in ("test", "noise"):
             c = f"{arena}/anchor-{kind}"
             if n.has(c):
@@ -476,16 +481,12 @@ def _yes(value: bool) -> str:
     return "yes" if value else "no"
 
 
-def _short_name(config: str) -> str:
-    return config.split("/", 1)[1]
-
-
 def verdicts(n: Numbers) -> dict[str, dict[str, str]]:
     """Per question, the run's findings as short values that can be set against another study's."""
     v: dict[str, dict[str, str]] = {q: {} for q in QUESTIONS}
     for c in n.configs("mse"):
         if n.scored(c):
-            v["q1"][f"`{_short_name(c)}` keeps an active unit"] = _yes(n.get(c, "active_units") >= 1)
+            v["q1"][f"`{short_name(c)}` keeps an active unit"] = _yes(n.get(c, "active_units") >= 1)
     sweep = _sweep(n)
     if len(sweep) >= 2:
         for metric, what in (("calibrated_bpd", "calibrated bits/dim"), ("fid_mean", "FID of decoder means")):
@@ -497,29 +498,28 @@ def verdicts(n: Numbers) -> dict[str, dict[str, str]]:
     learned = [c for family in LEARNED_VARIANCE for c in n.configs(family)]
     if learned:
         v["q3"]["learned-variance models that diverged"] = (
-            ", ".join(_short_name(c) for c in learned if n.diverged(c)) or "none"
+            ", ".join(short_name(c) for c in learned if n.diverged(c)) or "none"
         )
         best = [(n.get(c, "calibrated_bpd"), c) for c in learned if n.scored(c)]
         best = [b for b in best if math.isfinite(b[0])]
         if best:
-            v["q3"]["the best learned variance (calibrated bits/dim)"] = _short_name(min(best)[1])
+            v["q3"]["the best learned variance (calibrated bits/dim)"] = short_name(min(best)[1])
     b, cb = "continuous/bernoulli", "continuous/continuous_bernoulli"
     if n.scored(b) and n.scored(cb):
         gap = n.get(cb, "elbo") - n.get(b, "elbo")
         v["q4"]["the continuous Bernoulli's ELBO against BCE's"] = (
             "within 1 nat" if abs(gap) <= 1 else "above" if gap > 0 else "below"
         )
-        v["q4"]["the better of the two on calibrated bits/dim"] = _short_name(
+        v["q4"]["the better of the two on calibrated bits/dim"] = short_name(
             min((n.get(c, "calibrated_bpd"), c) for c in (b, cb))[1]
         )
-    rows = [c for c in n.configs_of_arena("continuous") + n.configs_of_arena("binary") if n.scored(c)]
-    rows = [c for c in rows if math.isfinite(n.get(c, "fid_draw") - n.get(c, "fid_mean"))]
+    rows = [c for c, _, _ in _means_and_draws(n)[1]]
     if rows:
         worse = sum(n.get(c, "fid_draw") > n.get(c, "fid_mean") for c in rows)
         v["q5"]["draws score a worse FID than means in most models"] = _yes(worse > len(rows) / 2)
         lower = sum(n.get(c, "precision_draw") < n.get(c, "precision_mean") for c in rows)
         v["q5"]["draws score a lower precision than means in most models"] = _yes(lower > len(rows) / 2)
-        orders = [sanity_order(n, arena) for arena in ("continuous", "binary")]
+        orders = [sanity_order(n, arena) for arena in IMAGE_ARENAS]
         orders = [o for o in orders if o is not None]
         if orders:
             v["q5"]["FID orders test images < best model < noise"] = _yes(
@@ -532,6 +532,10 @@ def verdicts(n: Numbers) -> dict[str, dict[str, str]]:
         v["q6"]["the active units as predicted at every sigma"] = _yes(
             all(round(n.get(c, "active_units")) == n.get(c, "active_units_exact") for c in linear)
         )
+    ranked = one_scale(n.summary).dropna(subset=["bpd"])
+    if len(ranked):
+        v["q7"]["the family first on one scale"] = short_name(ranked.config.iloc[0])
+        v["q7"]["a mass on the levels ranks first"] = _yes(ranked.arena.iloc[0] == "discrete")
     return v
 
 
@@ -614,10 +618,92 @@ def answer_q6(n: Numbers) -> Answer:
     return Answer("q6", QUESTIONS["q6"], short, ev, ["ground_truth"], headline)
 
 
+def answer_q7(n: Numbers) -> Answer:
+    """Every image family of the continuous and discrete arenas on one scale, with its sample quality
+    and its failures beside it."""
+    table = one_scale(n.summary)
+    ranked = table[table.bpd.notna()].reset_index(drop=True)
+    lost = [n.lost(c) for c in table.config if not n.scored(c)]
+    if ranked.empty:
+        short = "This run has no models of the continuous or discrete arenas to rank."
+        return Answer("q7", QUESTIONS["q7"], short, lost, ["one_scale"], short)
+    levels = n.get(ranked.config[0], "levels")
+    best = ranked.iloc[0]
+    exact, dense = ranked[ranked.arena == "discrete"], ranked[ranked.arena == "continuous"]
+    short = (
+        f"On one scale, the bits per dimension of the {f(levels)} grey levels, `{short_name(best.config)}` ranks "
+        f"first of {len(ranked)} at {f(best.bpd, 4)} bits/dim ({best.measure})."
+    )
+    other = dense if best.arena == "discrete" else exact
+    if len(other):
+        o = other.iloc[0]
+        kind = "density on dequantised pixels" if best.arena == "discrete" else "mass on the levels"
+        short += (
+            f" The best {kind}, `{short_name(o.config)}`, scores {f(o.bpd, 4)} ({o.measure.split(':')[0]}), "
+            f"{f(o.bpd - best.bpd, 2)} bits/dim behind."
+        )
+    pair = [ranked[ranked.config == c] for c in ("discrete/discretised_gaussian", "continuous/gaussian_heteroscedastic-f0.001")]
+    if all(len(p) for p in pair):
+        short += (
+            f" The same decoder, a mean and a scale per pixel, scores {f(pair[0].bpd.iloc[0], 4)} as a binned "
+            f"Gaussian (exact) and {f(pair[1].bpd.iloc[0], 4)} as a Gaussian density on dequantised pixels (a bound)."
+        )
+    failed = table[table.n_diverged > 0]
+    pixels = n.get(ranked.config[0], "num_pixels")
+    gaps = ranked.dropna(subset=["elbo_gap"]).assign(gap=lambda t: t.elbo_gap / (pixels * math.log(2)))
+    worst = gaps.sort_values("gap", ascending=False).head(3)
+    short += (
+        " Failures: "
+        + (
+            "; ".join(f"`{short_name(c)}` diverged in {k} of {m} seeds" for c, k, m in
+                      zip(failed.config, failed.n_diverged, failed.seeds, strict=True))
+            if len(failed)
+            else "none diverged"
+        )
+        + (
+            "; overfitting, the largest train-test ELBO gaps: "
+            + ", ".join(f"`{short_name(c)}` {f(g, 2)}" for c, g in zip(worst.config, worst.gap, strict=True))
+            + f" bits/dim (the median model's {f(gaps.gap.median(), 2)})"
+            if len(gaps)
+            else ""
+        )
+        + "."
+    )
+    for arena in ("continuous", "discrete"):
+        t = ranked[(ranked.arena == arena) & ranked.precision_draw.notna()]
+        if len(t) > 1:
+            top = t.loc[t.precision_draw.idxmax()]
+            lead = t.iloc[0]  # the arena's best on likelihood
+            short += (
+                f" In the {arena} arena the same model leads on likelihood and on draws' precision, "
+                f"`{short_name(lead.config)}`."
+                if top.config == lead.config
+                else f" In the {arena} arena likelihood and samples disagree: `{short_name(lead.config)}` leads on "
+                f"bits/dim, `{short_name(top.config)}` on the precision of its draws ({f(top.precision_draw)} against "
+                f"{f(lead.precision_draw)}, in that arena's features)."
+            )
+    ev = lost + [
+        f"{i + 1}. `{r.config}`: {f(r.bpd, 4)} bits/dim, {r.measure}; draws: precision {f(r.precision_draw)}, "
+        f"FID {f(r.fid_draw)} ({r.arena} features); train-test ELBO gap {f(r.elbo_gap)} nats"
+        + (f"; diverged in {r.n_diverged} of {r.seeds} seeds" if r.n_diverged else "")
+        for i, r in ranked.iterrows()
+    ]
+    headline = (
+        f"`{short_name(best.config)}` ranks first at {f(best.bpd, 4)} bits/dim ({best.measure.split(':')[0]})"
+        + (
+            f"; the best density on dequantised pixels, `{short_name(dense.iloc[0].config)}`, at {f(dense.iloc[0].bpd, 4)}"
+            if len(dense) and dense.iloc[0].config != best.config
+            else ""
+        )
+        + "."
+    )
+    return Answer("q7", QUESTIONS["q7"], short, ev, ["one_scale"], headline)
+
+
 def answers(summary: pd.DataFrame, other: pd.DataFrame | None = None) -> list[Answer]:
     """The answers; where `other` (another study's summary) is given, each says where it disagrees."""
     n = Numbers(summary)
-    ans = [answer_q1(n), answer_q2(n), answer_q3(n), answer_q4(n), answer_q5(n), answer_q6(n)]
+    ans = [answer_q1(n), answer_q2(n), answer_q3(n), answer_q4(n), answer_q5(n), answer_q6(n), answer_q7(n)]
     if other is not None and not other.empty:
         label = str(other.dataset.dropna().iloc[0]) if other.dataset.notna().any() else "other"
         mine, theirs = verdicts(n), verdicts(Numbers(other))
@@ -919,11 +1005,12 @@ def write_report(
             out / "report" / "conclusions" / f"{name}.rst",
             text or "(No question of the study cites this figure.)\n",
         )
-    tables = {arena: arena_table(summary, arena) for arena in ("continuous", "binary", "linear")}
+    tables = {arena: arena_table(summary, arena) for arena in ("continuous", "binary", "discrete", "linear")}
     md = []
     for arena, table in tables.items():
         atomic_write_text(out / "tables" / f"{arena}.csv", table.to_csv(index=False))
         md += _md_arena_section(f"{arena} arena", table)
+    atomic_write_text(out / "tables" / "one_scale.csv", one_scale(summary).to_csv(index=False))
     written["summary_md"] = out / "tables" / "summary.md"
     atomic_write_text(written["summary_md"], "\n".join(md))
     grids = []

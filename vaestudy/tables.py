@@ -12,9 +12,22 @@ from typing import Any
 import pandas as pd
 from scipy import stats
 
+from vaestudy.likelihoods import REGISTRY, family_parameters
 from vaestudy.utils import UserError, atomic_write_text, first_line, read_text, require
 
-ID_COLUMNS = ["run", "config", "dataset", "arena", "family", "sigma", "reduction", "floor", "seed"]
+
+def short_name(config: str) -> str:
+    """'continuous/gaussian_fixed-s0.1' -> 'gaussian_fixed-s0.1'."""
+    return config.split("/", 1)[-1]
+
+
+def param_columns() -> list[str]:
+    """One column per family parameter of the registry (a new family's parameter is a new column)."""
+    return list(dict.fromkeys(p for family in REGISTRY for p in family_parameters(family)))
+
+
+# the columns every table has; the parameter columns are added after `family` (param_columns)
+ID_COLUMNS = ["run", "config", "dataset", "arena", "family", "seed"]
 FACT_METRICS = (
     "epochs",
     "best_epoch",
@@ -24,7 +37,7 @@ FACT_METRICS = (
     "num_pixels",
     "levels",
 )
-SUMMARY_KEYS = ["config", "dataset", "arena", "family", "sigma", "reduction", "floor", "metric"]
+SUMMARY_KEYS = ["config", "dataset", "arena", "family", "metric"]
 # the columns of the tables that write_tables writes, which figures and report read
 TABLE_COLUMNS = {
     "metrics": [*ID_COLUMNS, "metric", "value", "status", "diverged_epoch", "normalised", "device"],
@@ -47,7 +60,18 @@ def read_table(path: str | Path, kind: str) -> pd.DataFrame:
     missing = [c for c in TABLE_COLUMNS[kind] if c not in table.columns]
     if missing:
         raise UserError(f"{path} is not a {kind} table of vaestudy collect: no column {', '.join(missing)}")
+    if kind != "history":  # a table written before a family's parameter existed has no column for it
+        for column in param_columns():
+            if column not in table.columns:
+                table[column] = math.nan
     return table
+
+
+def _identity(run: str, config: str, dataset: Any, arena: str, family: str, seed: Any, params: dict) -> dict:
+    """The identifying columns of a row, with every family parameter's column (None where not set)."""
+    ident = {"run": run, "config": config, "dataset": dataset, "arena": arena, "family": family}
+    ident.update({p: params.get(p) for p in param_columns()})
+    return {**ident, "seed": seed}
 
 
 @contextmanager
@@ -64,17 +88,7 @@ def run_rows(result: dict[str, Any], run: str) -> list[dict[str, Any]]:
     """The tidy rows of one evaluated run."""
     cfg = result["config"]
     params = cfg.get("params", {})
-    ident = {
-        "run": run,
-        "config": run.rsplit("/", 1)[0],
-        "dataset": cfg["dataset"],
-        "arena": cfg["arena"],
-        "family": cfg["family"],
-        "sigma": params.get("sigma"),
-        "reduction": params.get("reduction"),
-        "floor": params.get("floor"),
-        "seed": cfg["seed"],
-    }
+    ident = _identity(run, run.rsplit("/", 1)[0], cfg["dataset"], cfg["arena"], cfg["family"], cfg["seed"], params)
     shared = {
         "status": result["status"],
         "diverged_epoch": result.get("diverged_epoch"),
@@ -106,17 +120,7 @@ def anchor_rows(anchors: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for kind, metrics in anchors["anchors"].items():
         name = f"{anchors['arena']}/anchor-{kind}"
-        ident = {
-            "run": name,
-            "config": name,
-            "dataset": anchors["dataset"],
-            "arena": anchors["arena"],
-            "family": "anchor",
-            "sigma": None,
-            "reduction": None,
-            "floor": None,
-            "seed": None,
-        }
+        ident = _identity(name, name, anchors["dataset"], anchors["arena"], "anchor", None, {})
         rows += [
             {
                 **ident,
@@ -167,15 +171,7 @@ def collect(
             accuracy, dataset, arena = float(facts["test_accuracy"]), facts.get("dataset"), facts["arena"]
         rows.append(
             {
-                "run": f"{arena}/feature_net",
-                "config": f"{arena}/feature_net",
-                "dataset": dataset,
-                "arena": arena,
-                "family": "feature_net",
-                "sigma": None,
-                "reduction": None,
-                "floor": None,
-                "seed": None,
+                **_identity(f"{arena}/feature_net", f"{arena}/feature_net", dataset, arena, "feature_net", None, {}),
                 "metric": "feature_net_test_accuracy",
                 "value": accuracy,
                 "status": "ok",
@@ -192,7 +188,7 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
 
     Only runs with status ok enter the statistics; n_diverged counts the others.
     """
-    keys = SUMMARY_KEYS
+    keys = [*SUMMARY_KEYS[:-1], *(c for c in param_columns() if c in metrics.columns), "metric"]
     rows = []
     for key, group in metrics.groupby(keys, dropna=False, sort=False):
         ok = group[group.status == "ok"]["value"].dropna()
@@ -251,3 +247,40 @@ def write_tables(
     if history_csv is not None:
         atomic_write_text(history_csv, collect_history(paths, results_root).to_csv(index=False))
     return metrics
+
+
+def one_scale(summary: pd.DataFrame) -> pd.DataFrame:
+    """Every image model of the continuous and discrete arenas on one scale, the bits per dimension
+    of the grey levels, best first: exact for a mass on the levels (discrete arena); for a density on
+    dequantised pixels a bound (Theis et al. 2016), its own where normalised, else the calibrated
+    Gaussian's. Beside it: diverged seeds, the overfitting gap and the draws' sample quality."""
+    models = summary[summary.arena.isin(["continuous", "discrete"]) & ~summary.family.isin(["anchor", "feature_net"])]
+    means = models.pivot_table(index="config", columns="metric", values="mean", aggfunc="first")
+    rows = []
+    for config, group in models.groupby("config", sort=False):
+        arena, normalised = group.arena.iloc[0], group.normalised.iloc[0] in (True, "True")
+        row = means.loc[config] if config in means.index else pd.Series(dtype=float)
+        if arena == "discrete":
+            bpd, measure = row.get("bpd", math.nan), "exact: a mass on the levels"
+        elif normalised:
+            bpd, measure = row.get("bpd", math.nan), "a bound: its density on dequantised pixels"
+        else:
+            bpd, measure = row.get("calibrated_bpd", math.nan), "a bound: the calibrated Gaussian"
+        rows.append(
+            {
+                "config": config,
+                "arena": arena,
+                "family": group.family.iloc[0],
+                "bpd": bpd,
+                "measure": measure,
+                "seeds": int((group.n + group.n_diverged).max()),
+                "n_diverged": int(group.n_diverged.max()),
+                "elbo_gap": row.get("elbo_gap", math.nan),
+                "fid_draw": row.get("fid_draw", math.nan),
+                "precision_draw": row.get("precision_draw", math.nan),
+            }
+        )
+    table = pd.DataFrame(rows, columns=[
+        "config", "arena", "family", "bpd", "measure", "seeds", "n_diverged", "elbo_gap", "fid_draw", "precision_draw"
+    ])
+    return table.sort_values("bpd", na_position="last", kind="stable").reset_index(drop=True)

@@ -76,7 +76,7 @@ _arena_data_cached = functools.lru_cache(maxsize=1)(arena_data)
 
 def build_model(config: RunConfig, data: ArenaData) -> VAE:
     """The VAE of a config, initialised from the run's seed without touching global RNG state."""
-    likelihood = build_likelihood(config.family, data.num_pixels, config.params)
+    likelihood = build_likelihood(config.family, data.num_pixels, config.params, levels=data.levels)
     model_config = ModelConfig(
         shape=data.shape,
         latent=config.latent,

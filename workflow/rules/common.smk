@@ -102,6 +102,7 @@ FIGURE_CATEGORY = {  # the report's categories: one per question (vaestudy.repor
     "iwae_convergence": (CATEGORY["q4"], "IWAE against K"),
     "sample_quality": (CATEGORY["q5"], "scores"),
     "ground_truth": (CATEGORY["q6"], "exact answers"),
+    "one_scale": (CATEGORY["q7"], "one scale"),
     "training_loss": ("Training", "curves"),
     "training_rate": ("Training", "curves"),
     "training_distortion": ("Training", "curves"),

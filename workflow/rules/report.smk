@@ -36,8 +36,12 @@ rule report_text:
                           labels={"table": "continuous arena"}),
         binary=report(f"{RESULTS}/tables/binary.csv", caption="../report/table.rst", category="Tables",
                       labels={"table": "binary arena"}),
+        discrete=report(f"{RESULTS}/tables/discrete.csv", caption="../report/table.rst", category="Tables",
+                        labels={"table": "discrete arena"}),
         linear=report(f"{RESULTS}/tables/linear.csv", caption="../report/table.rst", category="Tables",
                       labels={"table": "linear arena (ground truth)"}),
+        one_scale=report(f"{RESULTS}/tables/one_scale.csv", caption="../report/table.rst", category="Tables",
+                         labels={"table": "every family on one scale (8-bit images)"}),
         markdown=f"{RESULTS}/tables/summary.md",
         report_md=f"{RESULTS}/report.md",
     log:
