@@ -187,7 +187,7 @@ def test_startup_seconds_is_within_the_process_wall_time_seen_from_outside():
 def test_gpu_checks_script_without_cuda_says_so_in_one_line_and_writes_nothing(tmp_path):
     import subprocess
 
-    script = Path(__file__).parent / "gpu_checks.sh"
+    script = Path(__file__).parents[1] / "scripts" / "gpu_checks.sh"
     run = subprocess.run(["bash", str(script), str(tmp_path / "out")], capture_output=True, text=True)
     assert run.returncode == 2
     assert run.stderr.count("\n") == 1 and "no CUDA device" in run.stderr
@@ -195,14 +195,14 @@ def test_gpu_checks_script_without_cuda_says_so_in_one_line_and_writes_nothing(t
 
 
 def test_gpu_session_script_refuses_without_steps_out_or_wheels_in_one_line(tmp_path):
-    """tests/gpu_session.sh, in a copy of the repository without .whl/: each missing piece is one
+    """scripts/gpu_session.sh, in a copy of the repository without .whl/: each missing piece is one
     line and exit 2, before any install."""
     import shutil
     import subprocess
 
-    (tmp_path / "tests").mkdir()
-    script = tmp_path / "tests" / "gpu_session.sh"
-    shutil.copy(Path(__file__).parent / "gpu_session.sh", script)
+    (tmp_path / "scripts").mkdir()
+    script = tmp_path / "scripts" / "gpu_session.sh"
+    shutil.copy(Path(__file__).parents[1] / "scripts" / "gpu_session.sh", script)
     out = tmp_path / "out"
     out.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "OUT"}
@@ -219,7 +219,7 @@ def test_gpu_session_script_refuses_without_steps_out_or_wheels_in_one_line(tmp_
 
 
 def test_gpu_wheels_script_needs_snakemake_in_its_python_to_pin_the_versions(tmp_path):
-    """tests/gpu_wheels.sh pins snakemake and its Slurm plugin to the versions of the Python it
+    """scripts/gpu_wheels.sh pins snakemake and its Slurm plugin to the versions of the Python it
     runs with: one without them (site-packages off) is one line and exit 2, and nothing fetched."""
     import shlex
     import subprocess
@@ -228,7 +228,7 @@ def test_gpu_wheels_script_needs_snakemake_in_its_python_to_pin_the_versions(tmp
     bare = tmp_path / "python"
     bare.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -S "$@"\n')
     bare.chmod(0o755)
-    script = Path(__file__).parent / "gpu_wheels.sh"
+    script = Path(__file__).parents[1] / "scripts" / "gpu_wheels.sh"
     run = subprocess.run(
         ["bash", str(script), str(tmp_path / "wheels")],
         capture_output=True,

@@ -10,7 +10,7 @@
 #          MNIST), timed. With EPOCHS below the study's own, each model trains for EPOCHS and the
 #          wall time is projected to the full epochs (vaestudy bench --pipeline --wall --full-epochs).
 #
-# usage: bash tests/gpu_checks.sh OUT [EPOCHS] [STEPS]
+# usage: bash scripts/gpu_checks.sh OUT [EPOCHS] [STEPS]
 #   OUT    folder for the logs (*.log), the tables (*.csv) and the study's results (OUT/study,
 #          or the folder that GPU_CHECKS_STUDY names)
 #   STEPS  which of "tests bench study" to run (default: all three)
@@ -20,7 +20,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-usage="usage: bash tests/gpu_checks.sh OUT [EPOCHS] [STEPS]"
+usage="usage: bash scripts/gpu_checks.sh OUT [EPOCHS] [STEPS]"
 [ $# -ge 1 ] && [ -n "$1" ] || { echo "gpu_checks: $usage" >&2; exit 2; }
 out=$1
 epochs=${2:-}

@@ -3,7 +3,7 @@ K = 5000 over 20 images) three times in a fresh process after its warm-up run, w
 defaults and with vaestudy's setting (utils.keep_freed_memory, which every `vaestudy` command makes
 at start-up). Not a test: run it as
 
-    python tests/bench_keep_memory.py [PAIRS]
+    python scripts/bench_keep_memory.py [PAIRS]
 
 It prints each process's IWAE seconds and page faults, then the median ratio (defaults / kept)."""
 

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Fetch, here, the wheels that a lent GPU machine (this workplace's `device` tool) needs for
-# tests/gpu_session.sh: that machine has Python 3.12, PyTorch, torchvision, pandas, seaborn,
+# scripts/gpu_session.sh: that machine has Python 3.12, PyTorch, torchvision, pandas, seaborn,
 # scipy, scikit-learn and pytest, no snakemake, and no package registry. The wheels are what
 # vaestudy needs beyond those (snakemake with its report extra, its Slurm plugin, jsonschema, mlxtend,
 # tqdm, and setuptools to build vaestudy itself), for CPython 3.12 on x86-64 Linux, with every
 # requirement of theirs, so that the install there resolves offline against what it already has.
 # The versions of snakemake and its Slurm plugin are those of the environment this runs in.
 #
-# usage: bash tests/gpu_wheels.sh [DIR]     (DIR: default .whl, which .gitignore names)
+# usage: bash scripts/gpu_wheels.sh [DIR]     (DIR: default .whl, which .gitignore names)
 # Exit status: 0 when DIR holds the complete set; 1 when a download or build failed; 2 when
 # snakemake is not installed for this Python.
 set -euo pipefail
