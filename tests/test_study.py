@@ -262,3 +262,22 @@ def test_the_mnist5k_study_is_the_default_grid_on_real_digits_with_early_stoppin
     assert study["evaluate"]["k"] == 5000 and study["train"].get("max_test") is None  # the whole test split
     assert study["reference"] == "results/reference/mnist5k"
     assert study["compare_with"] == "results/reference/tables/summary.csv"
+
+
+def test_the_schema_defaults_are_the_run_settings_defaults():
+    """One default per setting: `vaestudy train` with no flags trains the default study's model."""
+    import dataclasses
+
+    from vaestudy.config import RunConfig
+
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    fields = {f.name: f.default for f in dataclasses.fields(RunConfig) if f.default is not dataclasses.MISSING}
+    fields.update(hidden=[256], params={})
+    checked = []
+    for section in ("model", "train"):
+        for key, spec in schema["properties"][section]["properties"].items():
+            assert key in fields, f"{section}.{key} is no run setting"
+            assert spec["default"] == fields[key], (section, key, spec["default"], fields[key])
+            assert DEFAULT[section].get(key, spec["default"]) == spec["default"], key  # config.yaml says the same
+            checked.append(key)
+    assert {"epochs", "batch_size", "lr", "latent", "hidden"} <= set(checked)

@@ -557,19 +557,22 @@ def test_training_does_not_import_torch_dynamo():
 
 @pytest.mark.skipif(not has_cxx_compiler(), reason="torch.compile on CPU needs a C++ compiler")
 @pytest.mark.parametrize(
-    "family,arena", [*((f, "continuous") for f in sorted(REGISTRY)), ("bernoulli", "binary")]
+    "family,arena", [(f, REGISTRY[f].arenas[0]) for f in sorted(REGISTRY)] + [("bernoulli", "continuous")]
 )
 def test_the_compiled_training_step_matches_eager(tmp_path, family, arena):
     """torch.compile (as on CUDA, where it is the default) against the eager step, on the CPU: the
     same draws, so the same run up to float32 rounding in another order of operations (seen:
     at most 3e-7 apart). Stated tolerance: weights and every history value within 1e-5
     (relative) / 1e-6 (absolute) after 3 epochs of 5 steps, four full batches and a smaller last
-    one each (two compiled shapes), for every family."""
+    one each (two compiled shapes), for every family; 1e-4 / 1e-5 for the discretised ones, whose
+    log-masses add several logs and, in the mixture, a logsumexp that the compiler orders otherwise
+    (seen: 4e-5 relative in one weight of 30,720)."""
     base = dict(SMALL, batch_size=60, arena=arena, family=family)  # 270 training images: 4 x 60 + 30
     eager = train(RunConfig(compile="never", **base), tmp_path / "eager", progress=False)
     compiled = train(RunConfig(compile="always", **base), tmp_path / "compiled", progress=False)
     assert eager["training_step"] == "eager" and compiled["training_step"] == "compiled"
-    assert_runs_close(tmp_path / "compiled", tmp_path / "eager", rtol=1e-5, atol=1e-6)
+    loose = family.startswith("discretised")
+    assert_runs_close(tmp_path / "compiled", tmp_path / "eager", rtol=1e-4 if loose else 1e-5, atol=1e-5 if loose else 1e-6)
 
 
 def test_a_training_step_that_fails_to_compile_trains_eagerly(tmp_path, monkeypatch, capsys):

@@ -43,14 +43,14 @@ class RunConfig:
     latent: int = 8  # latent dimensions
     hidden: list[int] = field(default_factory=lambda: [256])  # hidden layer sizes
     activation: str = "tanh"  # tanh, relu, softplus, elu, gelu
-    epochs: int = 50  # training epochs
-    batch_size: int = 128  # images per batch
+    epochs: int = 150  # training epochs
+    batch_size: int = 64  # images per batch
     lr: float = 1e-3  # Adam learning rate
     lr_schedule: str = "constant"  # constant, or cosine: lr decays to 0 by the last epoch
     seed: int = 1  # seed of initialisation, batches and reparameterisation noise
     device: str = "auto"  # auto (CUDA where present), cpu or cuda
     compile: str = "auto"  # training step: auto (compiled+graphed on CUDA), graph, always, never
-    checkpoint_every: int = 5  # epochs between checkpoints
+    checkpoint_every: int = 25  # epochs between checkpoints
     keep_best: bool = False  # keep the weights of the epoch with the best validation ELBO (early stopping)
     patience: int | None = None  # stop after this many epochs without a better validation ELBO (None: never)
     tensorboard: bool = False  # log scalars and image grids for TensorBoard into the run's tensorboard/
