@@ -196,7 +196,7 @@ CASES = {
         "--param sigma is given twice (0.1 and 0.2): a run takes one value",
     ),
     "family outside its arena": (case_train("--arena", "binary"), "has no meaning in the binary arena"),
-    "unknown arena": (case_train("--arena", "grey"), "unknown arena 'grey'"),
+    "unknown arena": (case_train("--arena", "grey"), "argument --arena: invalid choice: 'grey'"),
     "unknown data set": (case_train("--dataset", "svhn"), "unknown data set 'svhn'"),
     "missing data root": (
         case_train("--dataset", "mnist", "--data-root", "/nonexistent/vaestudy"),

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import yaml
 
-from vaestudy.config import COMPILE_CHOICES, RunConfig
+from vaestudy.config import COMPILE_CHOICES, LR_SCHEDULES, RunConfig
 from vaestudy.data import ARENAS
+from vaestudy.model import ACTIVATIONS, ARCHITECTURES
 from vaestudy.utils import (
     UserError,
     check_output_folder,
@@ -68,9 +69,25 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         elif f.name == "download":
             parser.add_argument(flag, action="store_true", default=None, help=comments[f.name])
         elif f.name == "hidden":
-            parser.add_argument(flag, metavar="N[,N...]", help=comments[f.name])
+            parser.add_argument(flag, metavar="N[,N...]", help=f"{comments[f.name]} (default 256)")
+        elif f.name in FIELD_CHOICES:
+            parser.add_argument(flag, choices=FIELD_CHOICES[f.name], help=f"{comments[f.name]}{_default(f)}")
         else:
-            parser.add_argument(flag, metavar=f.name.upper(), help=comments[f.name])
+            parser.add_argument(flag, metavar=f.name.upper(), help=f"{comments[f.name]}{_default(f)}")
+
+
+def _default(f: dataclasses.Field) -> str:
+    return "" if f.default is None else f" (default {f.default})"
+
+
+# the run settings whose values are few: argparse lists them and refuses others in one line
+FIELD_CHOICES = {
+    "arena": ARENAS,
+    "compile": COMPILE_CHOICES,
+    "lr_schedule": LR_SCHEDULES,
+    "architecture": ARCHITECTURES,
+    "activation": tuple(ACTIVATIONS),
+}
 
 
 def _field_comments() -> dict[str, str]:

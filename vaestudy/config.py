@@ -29,7 +29,7 @@ class RunConfig:
     """Everything that defines one trained model. Field comments are the --help texts."""
 
     dataset: str = "digits"  # digits, mnist5k (bundled), mnist, fashion_mnist, cifar10, synthetic_mnist
-    arena: str = "continuous"  # binary, continuous or linear (docs/study.md, section 2)
+    arena: str = "continuous"  # where the images live (docs/study.md, section 2)
     family: str = "gaussian_fixed"  # decoder likelihood family (vaestudy families)
     params: dict[str, Any] = field(default_factory=dict)  # family parameters, e.g. sigma
     data_root: str | None = None  # folder of the torchvision data sets
