@@ -569,7 +569,7 @@ def test_q7_ranks_every_family_on_one_scale_with_its_failures_and_sample_quality
     assert ranked[:3] == ["discrete/discretised_logistic", "discrete/discretised_gaussian", "continuous/gaussian_fixed-s0.01"]
     assert "continuous/bernoulli" in ranked and "binary/bernoulli" not in ranked  # binary: other data
     assert "3.54 bits/dim, a bound: the calibrated Gaussian" in " ".join(q7.evidence)
-    assert q7.line.startswith("`discretised_logistic` ranks first at 2.5 bits/dim (exact)")
+    assert q7.line == "`discretised_logistic` first at 2.5 bits/dim (exact); the best density, `gaussian_fixed-s0.01`, 3.01 (a bound)."
     paths = all_figures(summary, summary, synthetic_history(), tmp_path)
     assert tmp_path / "one_scale.png" in paths
     rows = _discrete_rows("discrete/discretised_logistic", "discretised_logistic", 2.5, 7.0, 0.9)

@@ -691,14 +691,10 @@ def answer_q7(n: Numbers) -> Answer:
         + (f"; diverged in {r.n_diverged} of {r.seeds} seeds" if r.n_diverged else "")
         for i, r in ranked.iterrows()
     ]
-    headline = (
-        f"`{short_name(best.config)}` ranks first at {f(best.bpd, 4)} bits/dim ({best.measure.split(':')[0]})"
-        + (
-            f"; the best density on dequantised pixels, `{short_name(dense.iloc[0].config)}`, at {f(dense.iloc[0].bpd, 4)}"
-            if len(dense) and dense.iloc[0].config != best.config
-            else ""
-        )
-        + "."
+    headline = f"`{short_name(best.config)}` first at {f(best.bpd, 4)} bits/dim ({best.measure.split(':')[0]})" + (
+        f"; the best density, `{short_name(dense.iloc[0].config)}`, {f(dense.iloc[0].bpd, 4)} (a bound)."
+        if len(dense) and dense.iloc[0].config != best.config
+        else "."
     )
     return Answer("q7", QUESTIONS["q7"], short, ev, ["one_scale"], headline)
 
@@ -872,8 +868,8 @@ def front_page_rst(ans: list[Answer]) -> str:
         out += [f"* **{CATEGORY[a.key]}** — {a.line.replace('`', '``')}"]
     out += [
         "",
-        "Each category on the left holds a question's figures, their captions every model's numbers; **Tables** "
-        "says which numbers compare and what ran.",
+        "On the left: each question's figures, every model's numbers in their captions; **Tables**: what "
+        "compares, what ran.",
         "",
     ]
     return "\n".join(out)
