@@ -561,10 +561,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_families(args: argparse.Namespace) -> None:
     from vaestudy.likelihoods import REGISTRY, family_parameters
 
+    rows = []
     for name, cls in REGISTRY.items():
         params = ", ".join(f"{k}={v}" for k, v in family_parameters(name).items()) or "-"
         doc = next(iter((cls.__doc__ or "").strip().splitlines()), "")  # a family may have no docstring
-        print(f"{name:26s} arenas: {','.join(cls.arenas):18s} params: {params:24s} {doc}")
+        rows.append((name, ",".join(cls.arenas), params, doc))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for name, arenas, params, doc in rows:
+        print(f"{name:{widths[0]}s}  arenas: {arenas:{widths[1]}s}  params: {params:{widths[2]}s}  {doc}")
 
 
 def _add_evaluate_arguments(p: argparse.ArgumentParser) -> None:

@@ -361,8 +361,9 @@ class _SharedScale(Likelihood):
 
 
 class LaplaceLikelihood(_SharedScale):
-    """prod Laplace(x_i; mu_i(z), b): the "L1 loss" as a density. `scale` > 0 fixes b, 0 learns it;
-    the optimal b is the mean absolute error, as the optimal Gaussian sigma is the RMSE."""
+    """prod Laplace(x_i; mu_i(z), b), the "L1 loss" as a density, b fixed (scale > 0) or learned (0).
+
+    The optimal b is the mean absolute error, as the optimal Gaussian sigma is the RMSE."""
 
     name = "laplace"
 
@@ -371,8 +372,9 @@ class LaplaceLikelihood(_SharedScale):
 
 
 class StudentTLikelihood(_SharedScale):
-    """prod t_nu(x_i; mu_i(z), s): heavy tails, robust to outlying pixels (cf. t3VAE, Kim et al.
-    2024). `df` is nu (> 1, so that the decoder mean exists); the scale s as in laplace."""
+    """prod t_nu(x_i; mu_i(z), s), heavy tails for outlying pixels (cf. t3VAE, Kim et al. 2024).
+
+    `df` is nu (> 1, so that the decoder mean exists); the scale s as in laplace."""
 
     name = "student_t"
 
@@ -388,9 +390,10 @@ class StudentTLikelihood(_SharedScale):
 
 
 class BetaLikelihood(Likelihood):
-    """prod Beta(x_i; a_i(z), b_i(z)), both concentrations from the decoder through softplus (the
-    continuous-Bernoulli paper's comparison, Loaiza-Ganem & Cunningham 2019). Images are clamped
-    into [1e-6, 1 - 1e-6]: a dequantised pixel can be exactly 0, where the density is 0 or infinite."""
+    """prod Beta(x_i; a_i(z), b_i(z)), both from the decoder (Loaiza-Ganem & Cunningham 2019).
+
+    The concentrations are softplus of the outputs. Images are clamped into [1e-6, 1 - 1e-6]: a
+    dequantised pixel can be exactly 0, where the density is 0 or infinite."""
 
     name = "beta"
     outputs_per_pixel = 2
@@ -507,8 +510,9 @@ class DiscretisedGaussian(_DiscretisedLikelihood):
 
 
 class DiscretisedLogisticMixture(_DiscretisedLikelihood):
-    """A mixture of `mixtures` binned logistics per pixel, weights, means and log-scales from the
-    decoder (PixelCNN++'s likelihood without its channel coupling)."""
+    """A mixture of binned logistics per pixel (PixelCNN++'s, without its channel coupling).
+
+    `mixtures` components; their weights, means and log-scales come from the decoder."""
 
     name = "discretised_logistic_mixture"
 
