@@ -81,17 +81,18 @@ def test_the_jobs_find_vaestudy_without_the_environment_activated(tmp_path):
 def test_dry_run_of_the_default_study_lists_every_job(tmp_path):
     proc = snakemake(make_workdir(tmp_path), "-n")
     counts = planned_jobs(proc)
-    configs = 19  # 14 continuous configurations, 1 binary and 4 linear: one job each, for its 3 seeds
+    # 17 continuous configurations, 1 binary, 2 discrete and 4 linear: one job each, for its 3 seeds
+    configs = 24
     assert counts == {
         "prepare_data": 1,
-        "feature_net": 3,  # one per arena
-        "anchors": 3,
+        "feature_net": 4,  # one per arena
+        "anchors": 4,
         "model": configs,
         "collect": 1,
         "figures": 1,
         "report_text": 1,
         "all": 1,
-        "total": configs + 11,
+        "total": configs + 13,
     }
 
 
@@ -100,7 +101,8 @@ def test_dry_run_of_every_published_study(tmp_path, study):
     workdir = make_workdir(tmp_path)
     proc = snakemake(workdir, "-n", "--configfile", str(ROOT / "workflow" / "studies" / f"{study}.yaml"))
     counts = planned_jobs(proc)
-    configs = 14 if study == "cifar10" else 15
+    # every family (the mnist5k study: the default grid's images), cifar10 without the binary arena
+    configs = {"cifar10": 24, "mnist5k": 20}.get(study, 25)
     assert counts["model"] == configs
     assert f"results/{study}/runs/continuous/gaussian_fixed-s0.01/seed1/model.pt" in proc.stdout
 
