@@ -251,9 +251,11 @@ def test_a_key_left_empty_says_so_and_what_it_must_be(study, message):
 def test_the_mnist5k_study_is_the_default_grid_on_real_digits_with_early_stopping():
     study = _published_study("mnist5k")
     runs, default = expand_study(study), expand_study(DEFAULT)
-    # every family and parameter of the default study's two arenas of images (not its linear ground truth)
-    assert {r.name for r in runs} == {r.name for r in default if r.config.arena != "linear"}
-    assert len(runs) == 60 and {r.config.seed for r in runs} == {1, 2, 3}
+    # every family and parameter of the default study's arenas of images (not its linear ground truth), but
+    # the binned Gaussian, whose IWAE takes 15 minutes a model on 2 cores
+    images = {r.name for r in default if r.config.arena != "linear" and r.config.family != "discretised_gaussian"}
+    assert {r.name for r in runs} == images
+    assert len(runs) == 57 and {r.config.seed for r in runs} == {1, 2, 3}
     configs = {r.config.dataset: r.config for r in runs}
     (config,) = configs.values()
     assert set(configs) == {"mnist5k"} and config.data_root is None

@@ -102,7 +102,7 @@ def test_dry_run_of_every_published_study(tmp_path, study):
     proc = snakemake(workdir, "-n", "--configfile", str(ROOT / "workflow" / "studies" / f"{study}.yaml"))
     counts = planned_jobs(proc)
     # every family (the mnist5k study: the default grid's images), cifar10 without the binary arena
-    configs = {"cifar10": 24, "mnist5k": 20}.get(study, 25)
+    configs = {"cifar10": 24, "mnist5k": 19}.get(study, 25)
     assert counts["model"] == configs
     assert f"results/{study}/runs/continuous/gaussian_fixed-s0.01/seed1/model.pt" in proc.stdout
 
