@@ -23,7 +23,7 @@ def test_the_default_study_covers_every_family_but_the_mixture_every_arena_and_t
     linear = [r.config for r in runs if r.config.arena == "linear"]
     assert {c.family for c in linear} == {"gaussian_fixed"} and all(c.hidden == [] for c in linear)
     # the ground truth trains to convergence (an entry's own train settings); the rest as the study says
-    assert {(c.epochs, c.lr, c.lr_schedule) for c in linear} == {(600, 0.003, "cosine")}
+    assert {(c.epochs, c.lr, c.lr_schedule) for c in linear} == {(400, 0.003, "cosine")}
     others = {(r.config.epochs, r.config.lr_schedule) for r in runs if r.config.arena != "linear"}
     assert others == {(DEFAULT["train"]["epochs"], "constant")}
     assert len({r.config.seed for r in runs}) >= 3
