@@ -311,6 +311,14 @@ def sample_quality(summary: pd.DataFrame, stem: str | Path) -> list[Path]:
     return _save(fig, stem)
 
 
+def _log_axis_with_values(ax, values: pd.Series) -> None:
+    """A log axis and every bar's value: a sigma of 0.01 at tens of bits/dim would flatten the rest."""
+    ax.set_xscale("log" if (values > 0).all() else "symlog")
+    for container in ax.containers:
+        ax.bar_label(container, fmt="%.3g", fontsize=6, padding=2)
+    _legend_outside(ax)
+
+
 def bpd_by_model(summary: pd.DataFrame, stem: str | Path) -> list[Path]:
     """Calibrated bits/dim (continuous) and own bits/dim per configuration; unnormalised marked."""
     s = summary[
@@ -327,11 +335,7 @@ def bpd_by_model(summary: pd.DataFrame, stem: str | Path) -> list[Path]:
             for c, n in zip(s.config, s.normalised, strict=True)
         ]
         sns.barplot(data=s, y="model", x="mean", hue="metric", ax=ax, orient="h")
-        # a log axis and every bar's value: a sigma of 0.01 at tens of bits/dim would flatten the rest
-        ax.set_xscale("log" if (s["mean"] > 0).all() else "symlog")
-        for container in ax.containers:
-            ax.bar_label(container, fmt="%.3g", fontsize=6, padding=2)
-        _legend_outside(ax)
+        _log_axis_with_values(ax, s["mean"])
     ax.set_xlabel("bits per dimension of the discrete data (lower is better; log axis)")
     ax.set_title("One scale: the calibrated Gaussian against each model's own likelihood")
     return _save(fig, stem)
@@ -347,10 +351,7 @@ def one_scale_figure(summary: pd.DataFrame, stem: str | Path) -> list[Path]:
     else:
         t = t.assign(model=t.config.map(label), kind=t.measure)
         sns.barplot(data=t, y="model", x="bpd", hue="kind", dodge=False, ax=ax, orient="h")
-        ax.set_xscale("log" if (t.bpd > 0).all() else "symlog")
-        for container in ax.containers:
-            ax.bar_label(container, fmt="%.3g", fontsize=6, padding=2)
-        _legend_outside(ax)
+        _log_axis_with_values(ax, t.bpd)
     ax.set_xlabel("bits per dimension of the grey levels (lower is better; log axis)")
     ax.set_title("What should I use for 8-bit images? Every family on one scale")
     return _save(fig, stem)
