@@ -229,10 +229,14 @@ def test_the_default_study_end_to_end(tmp_path):
             "gaussian_optimal-f0.001",
             "mse-sum",
             "mse-mean",
+            "laplace",
+            "student_t",
+            "beta",
         )
     } | {f"continuous/gaussian_fixed-s{s}" for s in ("0.01", "0.03", "0.1", "0.3", "1")}
     expected |= {"binary/bernoulli"} | {f"linear/gaussian_fixed-s{s}" for s in ("0.1", "0.3", "0.5", "0.7")}
-    arenas = ("binary", "continuous", "linear")
+    expected |= {"discrete/discretised_logistic", "discrete/discretised_gaussian"}
+    arenas = ("binary", "continuous", "discrete", "linear")
     anchors = {f"{arena}/anchor-{kind}" for arena in arenas for kind in ("test", "noise")}
     nets = {f"{arena}/feature_net" for arena in arenas}
     assert set(metrics.config) == expected | anchors | nets
@@ -241,8 +245,8 @@ def test_the_default_study_end_to_end(tmp_path):
     assert set(summary.config) == expected | anchors | nets
     # sample quality: the feature network's bound, the anchors, both kinds of sample for every model
     accuracy = metrics[metrics.metric == "feature_net_test_accuracy"].set_index("arena").value
-    assert len(accuracy) == 3 and accuracy["binary"] >= 0.8  # 8x8 binarised: harder
-    assert accuracy["continuous"] >= 0.95 and accuracy["linear"] >= 0.95
+    assert len(accuracy) == 4 and accuracy["binary"] >= 0.8  # 8x8 binarised: harder
+    assert (accuracy[["continuous", "discrete", "linear"]] >= 0.95).all()
     fid = metrics[(metrics.family == "anchor") & (metrics.metric == "fid")].set_index("config").value
     assert (fid[[a for a in anchors if a.endswith("test")]] < 5).all()
     assert (fid[[a for a in anchors if a.endswith("noise")]] > 50).all()
@@ -253,7 +257,7 @@ def test_the_default_study_end_to_end(tmp_path):
 
     # the report: figures and answers from this run, then the HTML report with every figure in it
     report_md = (workdir / "results" / "report.md").read_text()
-    assert all(f"## Q{i}." in report_md for i in range(1, 7))
+    assert all(f"## Q{i}." in report_md for i in range(1, 8))
     snakemake(workdir, "--report", "results/report.html")
     html = (workdir / "results" / "report.html").read_text()
     for figure in (workdir / "results" / "figures").glob("*.png"):
