@@ -579,3 +579,12 @@ def test_q7_ranks_every_family_on_one_scale_with_its_failures_and_sample_quality
         "In the discrete arena likelihood and samples disagree: `discretised_logistic` leads on bits/dim, "
         "`discretised_gaussian` on the precision of its draws (0.95 against 0.9" in answers(summary)[6].short
     )
+
+
+def test_every_figure_is_named_once_made_placed_and_captioned():
+    from vaestudy.report import FIGURE_PLACES
+
+    assert set(FIGURES) == set(FIGURE_PLACES)
+    for name, (key, _) in FIGURE_PLACES.items():
+        assert key in QUESTIONS or key == "training", name
+        assert (ROOT / "workflow" / "report" / f"{name}.rst").is_file(), name

@@ -5,7 +5,7 @@ import json
 import shlex
 import sys
 
-from vaestudy.report import CATEGORY
+from vaestudy.report import CATEGORY, FIGURE_PLACES
 from vaestudy.study import expand_study
 from vaestudy.utils import STARTUP_ENV, UserError, put_command_on_path
 
@@ -93,20 +93,8 @@ def samples_flag() -> str:
     return f"--samples {int(samples)}" if samples else ""
 
 
-FIGURE_CATEGORY = {  # the report's categories: one per question (vaestudy.report.CATEGORY), and Training
-    "rate_distortion": (CATEGORY["q1"], "rate and distortion"),
-    "sigma_sweep": (CATEGORY["q2"], "the sweep"),
-    "active_units": (CATEGORY["q2"], "posterior collapse"),
-    "training_sigma": (CATEGORY["q3"], "sigma during training"),
-    "bpd_by_model": (CATEGORY["q4"], "one scale"),
-    "iwae_convergence": (CATEGORY["q4"], "IWAE against K"),
-    "sample_quality": (CATEGORY["q5"], "scores"),
-    "ground_truth": (CATEGORY["q6"], "exact answers"),
-    "one_scale": (CATEGORY["q7"], "one scale"),
-    "training_loss": ("Training", "curves"),
-    "training_rate": ("Training", "curves"),
-    "training_distortion": ("Training", "curves"),
-}
+# the report's category of each figure (vaestudy.report.FIGURE_PLACES: the one list of figure names)
+FIGURE_CATEGORY = {name: (CATEGORY.get(key, "Training"), sub) for name, (key, sub) in FIGURE_PLACES.items()}
 
 
 def figure_output(name: str):
