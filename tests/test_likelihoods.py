@@ -327,11 +327,15 @@ def _scipy_log_mass(kind, levels, loc, scale):
     return np.where(lower + upper > 2 * loc, above, below)
 
 
-@pytest.mark.parametrize("name,kind", [("discretised_logistic", "logistic"), ("discretised_gaussian", "gaussian")])
+@pytest.mark.parametrize(
+    "name,kind", [("discretised_logistic", "logistic"), ("discretised_gaussian", "gaussian")]
+)
 @pytest.mark.parametrize("levels", [17, 256])
 def test_discretised_log_prob_matches_scipy(name, kind, levels):
     g = torch.Generator().manual_seed(7)
-    o = torch.cat([torch.rand(1, D, generator=g) * 1.4 - 0.2, torch.randn(1, D, generator=g) - 2.5], -1).double()
+    o = torch.cat(
+        [torch.rand(1, D, generator=g) * 1.4 - 0.2, torch.randn(1, D, generator=g) - 2.5], -1
+    ).double()
     k = torch.randint(0, levels, (1, D), generator=g)
     k[0, :2] = torch.tensor([0, levels - 1])  # both edge bins
     lik = build_likelihood(name, D, levels=levels).double()
@@ -351,8 +355,10 @@ def test_discretised_mixture_is_the_weighted_sum_of_its_binned_logistics():
     k = torch.randint(0, levels, (1, D), generator=g)
     got = lik.distribution(o).base_dist.log_prob(k.double() / (levels - 1))[0]
     for i in range(D):
-        mass = sum(w * _scipy_mass("logistic", levels, m, math.exp(s)) for w, m, s in
-                   zip(weights[i], loc[i], log_scale[i], strict=True))
+        mass = sum(
+            w * _scipy_mass("logistic", levels, m, math.exp(s))
+            for w, m, s in zip(weights[i], loc[i], log_scale[i], strict=True)
+        )
         assert float(got[i]) == pytest.approx(math.log(mass[int(k[0, i])]), rel=1e-9)
 
 
@@ -369,8 +375,8 @@ def test_every_discretised_mass_sums_to_one_over_the_levels(name, levels, dtype)
     lik = build_likelihood(name, D, levels=levels).to(dtype)
     o = torch.randn(4, lik.outputs_per_pixel * D, generator=g, dtype=dtype) * 3
     o[0] = o[0] * 10  # means and log-scales far out
-    o[1, D:2 * D] = -30.0 if name != "discretised_logistic_mixture" else o[1, D:2 * D]
-    o[2, D:2 * D] = 12.0 if name != "discretised_logistic_mixture" else o[2, D:2 * D]
+    o[1, D : 2 * D] = -30.0 if name != "discretised_logistic_mixture" else o[1, D : 2 * D]
+    o[2, D : 2 * D] = 12.0 if name != "discretised_logistic_mixture" else o[2, D : 2 * D]
     dist = lik.distribution(o).base_dist
     grid = torch.arange(levels, dtype=dtype) / (levels - 1)
     total = torch.stack([dist.log_prob(v.expand(4, D)) for v in grid]).exp().sum(0)
@@ -412,13 +418,19 @@ def test_draws_have_the_moments_of_the_closed_forms(name):
     elif name == "student_t":
         mean, var = o[0].numpy(), np.full(2, 0.1**2 * 5 / 3)
     elif name == "beta":
-        frozen = scipy.stats.beta(torch.nn.functional.softplus(o[0, :2]).numpy() + 1e-4,
-                                  torch.nn.functional.softplus(o[0, 2:]).numpy() + 1e-4)
+        frozen = scipy.stats.beta(
+            torch.nn.functional.softplus(o[0, :2]).numpy() + 1e-4,
+            torch.nn.functional.softplus(o[0, 2:]).numpy() + 1e-4,
+        )
         mean, var = frozen.mean(), frozen.var()
     else:
         grid = np.arange(levels) / (levels - 1)
-        mass = np.stack([dist.base_dist.log_prob(torch.full((1, 2), v, dtype=torch.float64))[0].exp().numpy()
-                         for v in grid])  # (L, 2)
+        mass = np.stack(
+            [
+                dist.base_dist.log_prob(torch.full((1, 2), v, dtype=torch.float64))[0].exp().numpy()
+                for v in grid
+            ]
+        )  # (L, 2)
         mean, var = (grid[:, None] * mass).sum(0), (grid[:, None] ** 2 * mass).sum(0)
         var = var - mean**2
         np.testing.assert_allclose(dist.mean[0].numpy(), mean, rtol=1e-12)  # the exact mean

@@ -190,8 +190,12 @@ def test_a_feature_network_of_the_other_arena_is_refused(tmp_path):
         load_feature_net(tmp_path / "binary.pt", CPU, "continuous")
 
 
-@pytest.mark.parametrize("family", ["discretised_logistic", "discretised_gaussian", "discretised_logistic_mixture"])
-def test_the_discrete_families_samples_are_grey_levels_scored_in_the_discrete_arenas_features(tmp_path, family):
+@pytest.mark.parametrize(
+    "family", ["discretised_logistic", "discretised_gaussian", "discretised_logistic_mixture"]
+)
+def test_the_discrete_families_samples_are_grey_levels_scored_in_the_discrete_arenas_features(
+    tmp_path, family
+):
     """The discrete arena end to end: its feature network learns from the levels themselves
     (k / (L-1)), its anchors' noise lies on the levels, and a binned family's means, draws and
     reconstructions are scored there (the draws on the 17 levels of the digits)."""
@@ -202,8 +206,13 @@ def test_the_discrete_families_samples_are_grey_levels_scored_in_the_discrete_ar
     assert bool(torch.isin(data.test, grid).all())
     noise = anchors(net, data, 60, seed=0)["noise"]
     assert math.isfinite(noise["fid"])
-    train(RunConfig(family=family, arena="discrete", epochs=2, hidden=[32], latent=4, device="cpu", max_train=300),
-          tmp_path / "run", progress=False)
+    train(
+        RunConfig(
+            family=family, arena="discrete", epochs=2, hidden=[32], latent=4, device="cpu", max_train=300
+        ),
+        tmp_path / "run",
+        progress=False,
+    )
     model, _, data, _ = load_trained(tmp_path / "run", "cpu")
     result = score_model(model, net, data, 60, seed=1)
     assert all(math.isfinite(v) for v in result["metrics"].values())

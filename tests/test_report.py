@@ -532,13 +532,29 @@ def test_q6_states_each_instruments_error_and_names_a_count_that_misses_its_pred
 def _discrete_rows(config, family, bpd, gap, precision):
     return [
         {
-            "run": f"{config}/seed{seed}", "config": config, "dataset": "digits", "arena": "discrete",
-            "family": family, "seed": seed, "metric": metric, "value": value, "status": "ok",
-            "diverged_epoch": None, "normalised": True, "device": "cpu (test)",
+            "run": f"{config}/seed{seed}",
+            "config": config,
+            "dataset": "digits",
+            "arena": "discrete",
+            "family": family,
+            "seed": seed,
+            "metric": metric,
+            "value": value,
+            "status": "ok",
+            "diverged_epoch": None,
+            "normalised": True,
+            "device": "cpu (test)",
         }
         for seed in (1, 2, 3)
-        for metric, value in {"bpd": bpd, "elbo_gap": gap, "precision_draw": precision, "fid_draw": 5.0,
-                              "levels": 17, "num_pixels": 64, "elbo": -10.0}.items()
+        for metric, value in {
+            "bpd": bpd,
+            "elbo_gap": gap,
+            "precision_draw": precision,
+            "fid_draw": 5.0,
+            "levels": 17,
+            "num_pixels": 64,
+            "elbo": -10.0,
+        }.items()
     ]
 
 
@@ -554,7 +570,10 @@ def test_q7_ranks_every_family_on_one_scale_with_its_failures_and_sample_quality
         "the bits per dimension of the 17 grey levels, `discretised_logistic` ranks first of 12 at 2.5 bits/dim "
         "(exact: a mass on the levels)" in q7.short
     )
-    assert "The best density on dequantised pixels, `gaussian_fixed-s0.01`, scores 3.01 (a bound), 0.51 bits/dim" in q7.short
+    assert (
+        "The best density on dequantised pixels, `gaussian_fixed-s0.01`, scores 3.01 (a bound), 0.51 bits/dim"
+        in q7.short
+    )
     assert "`gaussian_heteroscedastic-f0` diverged in 1 of 3 seeds" in q7.short
     # the gaps in bits/dim: 7 and 1 nats over 64 pixels
     assert (
@@ -566,10 +585,17 @@ def test_q7_ranks_every_family_on_one_scale_with_its_failures_and_sample_quality
         "the best precision" in q7.short
     )
     ranked = [line.split("`")[1] for line in q7.evidence if line[0].isdigit()]
-    assert ranked[:3] == ["discrete/discretised_logistic", "discrete/discretised_gaussian", "continuous/gaussian_fixed-s0.01"]
+    assert ranked[:3] == [
+        "discrete/discretised_logistic",
+        "discrete/discretised_gaussian",
+        "continuous/gaussian_fixed-s0.01",
+    ]
     assert "continuous/bernoulli" in ranked and "binary/bernoulli" not in ranked  # binary: other data
     assert "3.54 bits/dim, a bound: the calibrated Gaussian" in " ".join(q7.evidence)
-    assert q7.line == "`discretised_logistic` first at 2.5 bits/dim (exact); the best density, `gaussian_fixed-s0.01`, 3.01 (a bound)."
+    assert (
+        q7.line
+        == "`discretised_logistic` first at 2.5 bits/dim (exact); the best density, `gaussian_fixed-s0.01`, 3.01 (a bound)."
+    )
     paths = all_figures(summary, summary, synthetic_history(), tmp_path)
     assert tmp_path / "one_scale.png" in paths
     rows = _discrete_rows("discrete/discretised_logistic", "discretised_logistic", 2.5, 7.0, 0.9)

@@ -141,7 +141,12 @@ def test_a_study_that_names_arenas_replaces_the_whole_grid_and_merges_the_rest_k
     assert study["train"] == {**DEFAULT["train"], "epochs": 5}  # the other training settings kept
     assert study["model"] == DEFAULT["model"] and study["seeds"] == [7]
     assert [r.name for r in expand_study(study)] == ["binary/bernoulli/seed7"]
-    assert DEFAULT["arenas"].keys() == {"binary", "continuous", "discrete", "linear"}  # the base is not changed
+    assert DEFAULT["arenas"].keys() == {
+        "binary",
+        "continuous",
+        "discrete",
+        "linear",
+    }  # the base is not changed
     # a study without arenas keeps the base's grid; the last source that names one gives it
     assert merge_studies(DEFAULT, {"seeds": [1]})["arenas"] == DEFAULT["arenas"]
     later = {"arenas": {"continuous": [{"family": "mse"}]}}
@@ -253,7 +258,9 @@ def test_the_mnist5k_study_is_the_default_grid_on_real_digits_with_early_stoppin
     runs, default = expand_study(study), expand_study(DEFAULT)
     # every family and parameter of the default study's arenas of images (not its linear ground truth), but
     # the binned Gaussian, whose IWAE takes 15 minutes a model on 2 cores
-    images = {r.name for r in default if r.config.arena != "linear" and r.config.family != "discretised_gaussian"}
+    images = {
+        r.name for r in default if r.config.arena != "linear" and r.config.family != "discretised_gaussian"
+    }
     assert {r.name for r in runs} == images
     assert len(runs) == 57 and {r.config.seed for r in runs} == {1, 2, 3}
     configs = {r.config.dataset: r.config for r in runs}
@@ -273,13 +280,17 @@ def test_the_schema_defaults_are_the_run_settings_defaults():
     from vaestudy.config import RunConfig
 
     schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
-    fields = {f.name: f.default for f in dataclasses.fields(RunConfig) if f.default is not dataclasses.MISSING}
+    fields = {
+        f.name: f.default for f in dataclasses.fields(RunConfig) if f.default is not dataclasses.MISSING
+    }
     fields.update(hidden=[256], params={})
     checked = []
     for section in ("model", "train"):
         for key, spec in schema["properties"][section]["properties"].items():
             assert key in fields, f"{section}.{key} is no run setting"
             assert spec["default"] == fields[key], (section, key, spec["default"], fields[key])
-            assert DEFAULT[section].get(key, spec["default"]) == spec["default"], key  # config.yaml says the same
+            assert DEFAULT[section].get(key, spec["default"]) == spec["default"], (
+                key
+            )  # config.yaml says the same
             checked.append(key)
     assert {"epochs", "batch_size", "lr", "latent", "hidden"} <= set(checked)

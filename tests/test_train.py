@@ -572,7 +572,9 @@ def test_the_compiled_training_step_matches_eager(tmp_path, family, arena):
     compiled = train(RunConfig(compile="always", **base), tmp_path / "compiled", progress=False)
     assert eager["training_step"] == "eager" and compiled["training_step"] == "compiled"
     loose = family.startswith("discretised")
-    assert_runs_close(tmp_path / "compiled", tmp_path / "eager", rtol=1e-4 if loose else 1e-5, atol=1e-5 if loose else 1e-6)
+    assert_runs_close(
+        tmp_path / "compiled", tmp_path / "eager", rtol=1e-4 if loose else 1e-5, atol=1e-5 if loose else 1e-6
+    )
 
 
 def test_a_training_step_that_fails_to_compile_trains_eagerly(tmp_path, monkeypatch, capsys):

@@ -337,7 +337,9 @@ def _cmd_study(args: argparse.Namespace) -> None:
 def _add_data_arguments(p: argparse.ArgumentParser, arena: bool = True, compute: bool = True) -> None:
     p.add_argument("--dataset", default="digits", help="data set (default digits)")
     if arena:
-        p.add_argument("--arena", default="continuous", choices=ARENAS, help="where the images live (default continuous)")
+        p.add_argument(
+            "--arena", default="continuous", choices=ARENAS, help="where the images live (default continuous)"
+        )
     p.add_argument("--data-root", default=None, help="folder of the torchvision data sets")
     p.add_argument("--download", action="store_true", help="let torchvision download a missing data set")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the splits (default 0)")

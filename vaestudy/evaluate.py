@@ -18,12 +18,10 @@ from typing import Any
 
 import torch
 
-from vaestudy.config import RunConfig
-from vaestudy.data import ArenaData
 from vaestudy.ground_truth import ground_truth_metrics, is_linear_gaussian
 from vaestudy.likelihoods import Calibrated, Likelihood
 from vaestudy.model import VAE, SampleDecoder, kl_standard_normal
-from vaestudy.train import FACTS, load_trained, seeds_of
+from vaestudy.train import FACTS, Trained, load_trained, seeds_of
 from vaestudy.utils import (
     ProgressLines,
     atomic_write_json,
@@ -238,7 +236,7 @@ def evaluate(
     elbo_samples: int = 10,
     max_elements: int | None = None,
     seed: int | None = None,
-    trained: tuple[VAE, RunConfig, ArenaData, dict[str, Any]] | None = None,
+    trained: Trained | None = None,
 ) -> dict[str, Any]:
     """Evaluate the model trained in run_dir on its test split; write the JSON to out.
 

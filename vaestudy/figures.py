@@ -19,7 +19,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from vaestudy.tables import one_scale, short_name as label  # noqa: E402
+from vaestudy.tables import one_scale  # noqa: E402
+from vaestudy.tables import short_name as label  # noqa: E402
 
 SWEEP = "gaussian_fixed"
 LABELS = {
@@ -261,7 +262,9 @@ def training_curve(history: pd.DataFrame, column: str, stem: str | Path) -> list
         for model, t in stats.groupby("model", sort=False):
             (line,) = ax.plot(t.epoch, t["mean"], lw=1, label=model)
             band = 1.96 * t["sem"].fillna(0)
-            ax.fill_between(t.epoch, t["mean"] - band, t["mean"] + band, color=line.get_color(), alpha=0.2, lw=0)
+            ax.fill_between(
+                t.epoch, t["mean"] - band, t["mean"] + band, color=line.get_color(), alpha=0.2, lw=0
+            )
         values = p[column].abs()
         if column == "sigma":
             ax.set_yscale("log")

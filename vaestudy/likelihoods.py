@@ -460,7 +460,7 @@ class Discretised(Distribution):
         total = sum(self._survival((k - 0.5) / (self.levels - 1)) for k in range(1, self.levels))
         return (self.log_weights.exp() * total).sum(-1) / (self.levels - 1)
 
-    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: tuple[int, ...] = ()) -> torch.Tensor:
         with torch.no_grad():
             shape = torch.Size(sample_shape) + self.loc.shape
             j = torch.distributions.Categorical(logits=self.log_weights).sample(sample_shape).unsqueeze(-1)

@@ -661,7 +661,10 @@ def answer_q7(n: Numbers) -> Answer:
             f" The best {kind}, `{short_name(o.config)}`, scores {f(o.bpd, 4)} ({o.measure.split(':')[0]}), "
             f"{f(o.bpd - best.bpd, 2)} bits/dim behind."
         )
-    pair = [ranked[ranked.config == c] for c in ("discrete/discretised_gaussian", "continuous/gaussian_heteroscedastic-f0.001")]
+    pair = [
+        ranked[ranked.config == c]
+        for c in ("discrete/discretised_gaussian", "continuous/gaussian_heteroscedastic-f0.001")
+    ]
     if all(len(p) for p in pair):
         short += (
             f" The same decoder, a mean and a scale per pixel, scores {f(pair[0].bpd.iloc[0], 4)} as a binned "
@@ -674,8 +677,10 @@ def answer_q7(n: Numbers) -> Answer:
     short += (
         " Failures: "
         + (
-            "; ".join(f"`{short_name(c)}` diverged in {k} of {m} seeds" for c, k, m in
-                      zip(failed.config, failed.n_diverged, failed.seeds, strict=True))
+            "; ".join(
+                f"`{short_name(c)}` diverged in {k} of {m} seeds"
+                for c, k, m in zip(failed.config, failed.n_diverged, failed.seeds, strict=True)
+            )
             if len(failed)
             else "none diverged"
         )
@@ -707,10 +712,13 @@ def answer_q7(n: Numbers) -> Answer:
         + (f"; diverged in {r.n_diverged} of {r.seeds} seeds" if r.n_diverged else "")
         for i, r in ranked.iterrows()
     ]
-    headline = f"`{short_name(best.config)}` first at {f(best.bpd, 4)} bits/dim ({best.measure.split(':')[0]})" + (
-        f"; the best density, `{short_name(dense.iloc[0].config)}`, {f(dense.iloc[0].bpd, 4)} (a bound)."
-        if len(dense) and dense.iloc[0].config != best.config
-        else "."
+    headline = (
+        f"`{short_name(best.config)}` first at {f(best.bpd, 4)} bits/dim ({best.measure.split(':')[0]})"
+        + (
+            f"; the best density, `{short_name(dense.iloc[0].config)}`, {f(dense.iloc[0].bpd, 4)} (a bound)."
+            if len(dense) and dense.iloc[0].config != best.config
+            else "."
+        )
     )
     return Answer("q7", QUESTIONS["q7"], short, ev, ["one_scale"], headline)
 

@@ -213,7 +213,10 @@ def _entry_train(arena: str, index: int, entry: Any) -> dict[str, Any]:
     values = entry.get("train") or {} if isinstance(entry, dict) else {}
     require(isinstance(values, dict), f"{where}: expected a mapping of training settings")
     for key in values:
-        require(key in ENTRY_TRAIN, f"{where}: {key!r} cannot differ per entry (these can: {', '.join(ENTRY_TRAIN)})")
+        require(
+            key in ENTRY_TRAIN,
+            f"{where}: {key!r} cannot differ per entry (these can: {', '.join(ENTRY_TRAIN)})",
+        )
     return values
 
 

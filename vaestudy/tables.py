@@ -88,7 +88,9 @@ def run_rows(result: dict[str, Any], run: str) -> list[dict[str, Any]]:
     """The tidy rows of one evaluated run."""
     cfg = result["config"]
     params = cfg.get("params", {})
-    ident = _identity(run, run.rsplit("/", 1)[0], cfg["dataset"], cfg["arena"], cfg["family"], cfg["seed"], params)
+    ident = _identity(
+        run, run.rsplit("/", 1)[0], cfg["dataset"], cfg["arena"], cfg["family"], cfg["seed"], params
+    )
     shared = {
         "status": result["status"],
         "diverged_epoch": result.get("diverged_epoch"),
@@ -171,7 +173,9 @@ def collect(
             accuracy, dataset, arena = float(facts["test_accuracy"]), facts.get("dataset"), facts["arena"]
         rows.append(
             {
-                **_identity(f"{arena}/feature_net", f"{arena}/feature_net", dataset, arena, "feature_net", None, {}),
+                **_identity(
+                    f"{arena}/feature_net", f"{arena}/feature_net", dataset, arena, "feature_net", None, {}
+                ),
                 "metric": "feature_net_test_accuracy",
                 "value": accuracy,
                 "status": "ok",
@@ -254,7 +258,9 @@ def one_scale(summary: pd.DataFrame) -> pd.DataFrame:
     of the grey levels, best first: exact for a mass on the levels (discrete arena); for a density on
     dequantised pixels a bound (Theis et al. 2016), its own where normalised, else the calibrated
     Gaussian's. Beside it: diverged seeds, the overfitting gap and the draws' sample quality."""
-    models = summary[summary.arena.isin(["continuous", "discrete"]) & ~summary.family.isin(["anchor", "feature_net"])]
+    models = summary[
+        summary.arena.isin(["continuous", "discrete"]) & ~summary.family.isin(["anchor", "feature_net"])
+    ]
     means = models.pivot_table(index="config", columns="metric", values="mean", aggfunc="first")
     rows = []
     for config, group in models.groupby("config", sort=False):
@@ -280,7 +286,19 @@ def one_scale(summary: pd.DataFrame) -> pd.DataFrame:
                 "precision_draw": row.get("precision_draw", math.nan),
             }
         )
-    table = pd.DataFrame(rows, columns=[
-        "config", "arena", "family", "bpd", "measure", "seeds", "n_diverged", "elbo_gap", "fid_draw", "precision_draw"
-    ])
+    table = pd.DataFrame(
+        rows,
+        columns=[
+            "config",
+            "arena",
+            "family",
+            "bpd",
+            "measure",
+            "seeds",
+            "n_diverged",
+            "elbo_gap",
+            "fid_draw",
+            "precision_draw",
+        ],
+    )
     return table.sort_values("bpd", na_position="last", kind="stable").reset_index(drop=True)

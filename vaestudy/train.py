@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -694,9 +694,16 @@ def _train(config: RunConfig, out: Path, progress: bool | None) -> dict[str, Any
     return facts
 
 
-def load_trained(
-    run_dir: str | Path, device: str = "auto"
-) -> tuple[VAE, RunConfig, ArenaData, dict[str, Any]]:
+class Trained(NamedTuple):
+    """A trained run as load_trained gives it: what evaluation and sample quality need of it."""
+
+    model: VAE  # in eval mode
+    config: RunConfig
+    data: ArenaData  # its splits in its arena, on its device
+    saved: dict[str, Any]  # model.pt: status, epochs, best epoch
+
+
+def load_trained(run_dir: str | Path, device: str = "auto") -> Trained:
     """The model trained in run_dir (its model.pt), its config and its data, in eval mode on device."""
     run_dir = Path(run_dir)
     if not (run_dir / MODEL).is_file():  # a configuration's folder (vaestudy model's seed1/, ...)?
@@ -719,4 +726,4 @@ def load_trained(
         model.load_state_dict(saved["model"])
     except RuntimeError as exc:
         raise UserError(f"{run_dir / MODEL} does not fit its own configuration: {first_line(exc)}") from None
-    return model.eval(), config, data, saved
+    return Trained(model.eval(), config, data, saved)
