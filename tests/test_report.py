@@ -480,14 +480,18 @@ def _linear_rows(sigma: float, counted: float, predicted: int, iwae_gap: float) 
         "sigma": sigma,
         **{f"rate_unit_{j}": 1.0 / j if j <= predicted else 0.001 * (9 - j) for j in range(1, 9)},
     }
-    config = f"linear/gaussian_fixed-s{sigma:g}"
+    return _seed_rows(f"linear/gaussian_fixed-s{sigma:g}", "gaussian_fixed", values, sigma=sigma)
+
+
+def _seed_rows(config: str, family: str, values: dict, sigma=None) -> list[dict]:
+    """Tidy rows of one configuration, its three seeds alike: `values` per metric, status ok."""
     return [
         {
             "run": f"{config}/seed{seed}",
             "config": config,
             "dataset": "digits",
-            "arena": "linear",
-            "family": "gaussian_fixed",
+            "arena": config.split("/")[0],
+            "family": family,
             "sigma": sigma,
             "reduction": None,
             "floor": None,
@@ -530,32 +534,16 @@ def test_q6_states_each_instruments_error_and_names_a_count_that_misses_its_pred
 
 
 def _discrete_rows(config, family, bpd, gap, precision):
-    return [
-        {
-            "run": f"{config}/seed{seed}",
-            "config": config,
-            "dataset": "digits",
-            "arena": "discrete",
-            "family": family,
-            "seed": seed,
-            "metric": metric,
-            "value": value,
-            "status": "ok",
-            "diverged_epoch": None,
-            "normalised": True,
-            "device": "cpu (test)",
-        }
-        for seed in (1, 2, 3)
-        for metric, value in {
-            "bpd": bpd,
-            "elbo_gap": gap,
-            "precision_draw": precision,
-            "fid_draw": 5.0,
-            "levels": 17,
-            "num_pixels": 64,
-            "elbo": -10.0,
-        }.items()
-    ]
+    values = {
+        "bpd": bpd,
+        "elbo_gap": gap,
+        "precision_draw": precision,
+        "fid_draw": 5.0,
+        "levels": 17,
+        "num_pixels": 64,
+        "elbo": -10.0,
+    }
+    return _seed_rows(config, family, values)
 
 
 def test_q7_ranks_every_family_on_one_scale_with_its_failures_and_sample_quality(tmp_path):
