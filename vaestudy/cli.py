@@ -69,7 +69,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         elif f.name == "download":
             parser.add_argument(flag, action="store_true", default=None, help=comments[f.name])
         elif f.name == "hidden":
-            parser.add_argument(flag, metavar="N[,N...]", help=f"{comments[f.name]} (default 256)")
+            parser.add_argument(flag, metavar="N[,N...]", help=f"{comments[f.name]}{_default(f)}")
         elif f.name in FIELD_CHOICES:
             parser.add_argument(flag, choices=FIELD_CHOICES[f.name], help=f"{comments[f.name]}{_default(f)}")
         else:
@@ -77,7 +77,11 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _default(f: dataclasses.Field) -> str:
-    return "" if f.default is None else f" (default {f.default})"
+    """' (default VALUE)' for a help text, VALUE as the flag takes it (a list comma-separated)."""
+    value = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    if isinstance(value, list):
+        value = ",".join(map(str, value))
+    return "" if value is None else f" (default {value})"
 
 
 # the run settings whose values are few: argparse lists them and refuses others in one line

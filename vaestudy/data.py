@@ -21,6 +21,8 @@ from vaestudy.utils import UserError, first_line, generator, require
 
 # linear: the continuous arena's images for linear Gaussian models, whose exact answers are known
 ARENAS = ("binary", "continuous", "discrete", "linear")
+# the arenas whose inputs are dequantised grey levels: a density there bounds the levels' bits (evaluate)
+DEQUANTISED = ("continuous", "linear")
 
 
 @dataclass
@@ -328,9 +330,9 @@ class ArenaData:
     def transform(self, levels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """Binarise, scale or dequantise a batch of levels into float32 model inputs in [0, 1]."""
         k = levels.to(torch.float32)
-        if self.arena == "binary":
-            return binarise(k, self.levels, g)
-        return k / (self.levels - 1) if self.arena == "discrete" else dequantise(k, self.levels, g)
+        if self.arena in DEQUANTISED:
+            return dequantise(k, self.levels, g)
+        return binarise(k, self.levels, g) if self.arena == "binary" else k / (self.levels - 1)
 
     def train_fixed(self, n: int | None = None) -> torch.Tensor:
         """The training split (its first n images) under one fixed seeded draw (for fits after training)."""

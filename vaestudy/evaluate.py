@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from vaestudy.data import DEQUANTISED
 from vaestudy.ground_truth import ground_truth_metrics, is_linear_gaussian
 from vaestudy.likelihoods import Calibrated, Likelihood
 from vaestudy.model import VAE, SampleDecoder, kl_standard_normal
@@ -196,7 +197,7 @@ def rate_per_unit(model: VAE, x: torch.Tensor, batch_size: int = 1024) -> torch.
 def bits_per_dim(ll: float, num_pixels: int, levels: int, arena: str) -> float:
     """bpd of the discrete data: from a density on dequantised data (continuous, linear) the bound
     -(ll - D ln L)/(D ln 2) (Theis et al. 2016); from a mass (binary, discrete) exactly -ll/(D ln 2)."""
-    offset = num_pixels * math.log(levels) if arena in ("continuous", "linear") else 0.0
+    offset = num_pixels * math.log(levels) if arena in DEQUANTISED else 0.0
     return -(ll - offset) / (num_pixels * math.log(2))
 
 

@@ -397,8 +397,10 @@ def sanity_order(n: Numbers, arena: str) -> tuple[float, tuple[float, str, str],
 def _means_and_draws(n: Numbers) -> tuple[list[str], list[tuple[str, float, float]]]:
     """The image arenas' models, and (model, FID of means, FID of draws) of those with scores."""
     models = [c for arena in IMAGE_ARENAS for c in n.configs_of_arena(arena)]
-    rows = [(c, n.get(c, "fid_mean"), n.get(c, "fid_draw")) for c in models if n.scored(c)]
-    return models, [r for r in rows if math.isfinite(r[1]) and math.isfinite(r[2])]
+    scored = [c for arena in IMAGE_ARENAS for c in _arena_models(n, arena)]
+    return models, [
+        (c, n.get(c, "fid_mean"), n.get(c, "fid_draw")) for c in scored if math.isfinite(n.get(c, "fid_draw"))
+    ]
 
 
 def answer_q5(n: Numbers) -> Answer:
@@ -637,6 +639,51 @@ def answer_q6(n: Numbers) -> Answer:
 PRECISION_TIE = 0.02  # precisions closer than this are not told apart (a few images of a few hundred)
 
 
+def _q7_failures(table: pd.DataFrame, ranked: pd.DataFrame, pixels: float) -> str:
+    """Q7's sentence on divergence and on overfitting (the largest train-test ELBO gaps in bits/dim)."""
+    failed = table[table.n_diverged > 0]
+    gaps = ranked.dropna(subset=["elbo_gap"]).assign(gap=lambda t: t.elbo_gap / (pixels * math.log(2)))
+    worst = gaps.sort_values("gap", ascending=False).head(3)
+    return (
+        " Failures: "
+        + (
+            "; ".join(
+                f"`{short_name(c)}` diverged in {k} of {m} seeds"
+                for c, k, m in zip(failed.config, failed.n_diverged, failed.seeds, strict=True)
+            )
+            if len(failed)
+            else "none diverged"
+        )
+        + (
+            "; overfitting, the largest train-test ELBO gaps: "
+            + ", ".join(f"`{short_name(c)}` {f(g, 2)}" for c, g in zip(worst.config, worst.gap, strict=True))
+            + f" bits/dim (the median model's {f(gaps.gap.median(), 2)})"
+            if len(gaps)
+            else ""
+        )
+        + "."
+    )
+
+
+def _q7_likelihood_against_samples(ranked: pd.DataFrame) -> str:
+    """Q7's sentence per arena: does the model that leads on bits/dim also draw the most precise samples?"""
+    text = ""
+    for arena in ("continuous", "discrete"):
+        t = ranked[(ranked.arena == arena) & ranked.precision_draw.notna()]
+        if len(t) > 1:
+            top = t.loc[t.precision_draw.idxmax()]
+            lead = t.iloc[0]  # the arena's best on likelihood
+            text += (
+                f" In the {arena} arena the model that leads on likelihood, `{short_name(lead.config)}`, also draws "
+                f"within {f(PRECISION_TIE)} of the best precision."
+                if top.precision_draw - lead.precision_draw <= PRECISION_TIE
+                else f" In the {arena} arena likelihood and samples disagree: `{short_name(lead.config)}` leads on "
+                f"bits/dim, `{short_name(top.config)}` on the precision of its draws ({f(top.precision_draw)} against "
+                f"{f(lead.precision_draw)}, in that arena's features)."
+            )
+    return text
+
+
 def answer_q7(n: Numbers) -> Answer:
     """Every image family of the continuous and discrete arenas on one scale, with its sample quality
     and its failures beside it."""
@@ -670,42 +717,8 @@ def answer_q7(n: Numbers) -> Answer:
             f" The same decoder, a mean and a scale per pixel, scores {f(pair[0].bpd.iloc[0], 4)} as a binned "
             f"Gaussian (exact) and {f(pair[1].bpd.iloc[0], 4)} as a Gaussian density on dequantised pixels (a bound)."
         )
-    failed = table[table.n_diverged > 0]
-    pixels = n.get(ranked.config[0], "num_pixels")
-    gaps = ranked.dropna(subset=["elbo_gap"]).assign(gap=lambda t: t.elbo_gap / (pixels * math.log(2)))
-    worst = gaps.sort_values("gap", ascending=False).head(3)
-    short += (
-        " Failures: "
-        + (
-            "; ".join(
-                f"`{short_name(c)}` diverged in {k} of {m} seeds"
-                for c, k, m in zip(failed.config, failed.n_diverged, failed.seeds, strict=True)
-            )
-            if len(failed)
-            else "none diverged"
-        )
-        + (
-            "; overfitting, the largest train-test ELBO gaps: "
-            + ", ".join(f"`{short_name(c)}` {f(g, 2)}" for c, g in zip(worst.config, worst.gap, strict=True))
-            + f" bits/dim (the median model's {f(gaps.gap.median(), 2)})"
-            if len(gaps)
-            else ""
-        )
-        + "."
-    )
-    for arena in ("continuous", "discrete"):
-        t = ranked[(ranked.arena == arena) & ranked.precision_draw.notna()]
-        if len(t) > 1:
-            top = t.loc[t.precision_draw.idxmax()]
-            lead = t.iloc[0]  # the arena's best on likelihood
-            short += (
-                f" In the {arena} arena the model that leads on likelihood, `{short_name(lead.config)}`, also draws "
-                f"within {f(PRECISION_TIE)} of the best precision."
-                if top.precision_draw - lead.precision_draw <= PRECISION_TIE
-                else f" In the {arena} arena likelihood and samples disagree: `{short_name(lead.config)}` leads on "
-                f"bits/dim, `{short_name(top.config)}` on the precision of its draws ({f(top.precision_draw)} against "
-                f"{f(lead.precision_draw)}, in that arena's features)."
-            )
+    short += _q7_failures(table, ranked, n.get(ranked.config[0], "num_pixels"))
+    short += _q7_likelihood_against_samples(ranked)
     ev = lost + [
         f"{i + 1}. `{r.config}`: {f(r.bpd, 4)} bits/dim, {r.measure}; draws: precision {f(r.precision_draw)}, "
         f"FID {f(r.fid_draw)} ({r.arena} features); train-test ELBO gap {f(r.elbo_gap)} nats"
@@ -1026,7 +1039,7 @@ def write_report(
             out / "report" / "conclusions" / f"{name}.rst",
             text or "(No question of the study cites this figure.)\n",
         )
-    tables = {arena: arena_table(summary, arena) for arena in ("continuous", "binary", "discrete", "linear")}
+    tables = {arena: arena_table(summary, arena) for arena in (*IMAGE_ARENAS, "linear")}
     md = []
     for arena, table in tables.items():
         atomic_write_text(out / "tables" / f"{arena}.csv", table.to_csv(index=False))

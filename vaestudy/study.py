@@ -210,7 +210,7 @@ ENTRY_TRAIN = ("epochs", "batch_size", "lr", "lr_schedule", "keep_best", "patien
 
 def _entry_train(arena: str, index: int, entry: Any) -> dict[str, Any]:
     where = f"arenas.{arena}[{index}].train"
-    values = entry.get("train") or {} if isinstance(entry, dict) else {}
+    values = (entry.get("train") or {}) if isinstance(entry, dict) else {}
     require(isinstance(values, dict), f"{where}: expected a mapping of training settings")
     for key in values:
         require(
