@@ -9,7 +9,7 @@ from snakemake.common.configfile import load_configfile
 from snakemake.utils import min_version, validate
 
 from vaestudy.study import GRID, check_schema, command_line_grid
-from vaestudy.utils import UserError
+from vaestudy.errors import UserError
 
 min_version("8.20")
 

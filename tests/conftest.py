@@ -60,16 +60,13 @@ def mnist_root(tmp_path):
     return root, images
 
 
-@pytest.fixture(params=["mkl", "onednn"])
-def cpu_matmul(request, monkeypatch):
-    """Each library of the CPU's float32 products (utils.onednn_products), whatever this processor
-    would pick: the tests of either path run on every machine. With onednn the MLPs multiply
-    through oneDNN at every size, the tests' small ones too."""
-    from vaestudy.utils import CPU_MATMUL_ENV, onednn_available, onednn_products
+@pytest.fixture(params=["off", "onednn"])
+def fast_setting(request, monkeypatch):
+    """Plain PyTorch (VAESTUDY_FAST=off) and oneDNN's products at every size (onednn), whatever this
+    processor would pick: the tests of either path run on every machine."""
+    from vaestudy.fast import FAST_ENV, has
 
-    if request.param == "onednn" and not onednn_available():
-        pytest.skip("this torch has no oneDNN linear layer")
-    monkeypatch.setenv(CPU_MATMUL_ENV, request.param)
-    onednn_products.cache_clear()
-    yield request.param
-    onednn_products.cache_clear()
+    if request.param == "onednn" and not has("onednn_linear"):
+        pytest.skip("this torch has no usable oneDNN linear layer")
+    monkeypatch.setenv(FAST_ENV, request.param)
+    return request.param

@@ -72,7 +72,7 @@ def test_the_benchmark_table_is_complete_and_consistent(tmp_path, compile):
 
 def _write_study(results, jobs):
     """Snakemake benchmark files and logs as a finished study leaves them."""
-    from vaestudy.utils import STARTUP_LINE
+    from vaestudy.runtime import STARTUP_LINE
 
     for i, (seconds, startup) in enumerate(jobs):
         bench = results / "benchmarks" / "model" / f"run{i}.tsv"
@@ -161,12 +161,12 @@ def test_startup_seconds_is_within_the_process_wall_time_seen_from_outside():
     import sys
     import time
 
-    code = "import torch, vaestudy.train\nfrom vaestudy.utils import log_startup\nlog_startup()\n"
+    code = "import torch, vaestudy.train\nfrom vaestudy.runtime import log_startup\nlog_startup()\n"
     env = {**os.environ, "VAESTUDY_LOG_STARTUP": "1"}
     t0 = time.monotonic()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     wall = time.monotonic() - t0
-    from vaestudy.utils import STARTUP_LINE
+    from vaestudy.runtime import STARTUP_LINE
 
     line = out.stderr.strip().splitlines()[-1]
     assert line.startswith(STARTUP_LINE)

@@ -415,12 +415,12 @@ def test_cuda_without_a_gpu_is_a_user_error(tmp_path, capsys):
     assert "no CUDA GPU is available" in capsys.readouterr().err
 
 
-def test_a_bad_cpu_matmul_setting_is_said_before_any_work(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("VAESTUDY_CPU_MATMUL", "blas")
+def test_a_bad_fast_setting_is_said_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("VAESTUDY_FAST", "blas")
     out = tmp_path / "o"
     assert main(["train", *TINY[:-2], "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["vaestudy: error: VAESTUDY_CPU_MATMUL='blas': must be one of auto, mkl, onednn"]
+    assert err == ["vaestudy: error: VAESTUDY_FAST='blas': must be one of auto, off, onednn"]
     assert not out.exists()
 
 

@@ -103,8 +103,8 @@ def test_evaluation_on_cuda_turns_tf32_off_and_is_float32_exact(tmp_path):
     """With TF32 switched on globally, evaluation's decoder products still run in true float32:
     against float64 on the CPU within 1e-5 (TF32 would be about 1e-3 off)."""
     from vaestudy.evaluate import evaluate
+    from vaestudy.runtime import exact_float32
     from vaestudy.train import load_trained
-    from vaestudy.utils import exact_float32
 
     train(RunConfig(family="gaussian_fixed", **SMALL), tmp_path / "run", progress=False)
     trained = load_trained(tmp_path / "run", "cuda")

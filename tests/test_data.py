@@ -8,7 +8,8 @@ import torch
 from conftest import write_mnist
 
 from vaestudy.data import ArenaData, load_levels, make_splits
-from vaestudy.utils import UserError, generator
+from vaestudy.errors import UserError
+from vaestudy.runtime import generator
 
 CPU = torch.device("cpu")
 

@@ -75,8 +75,8 @@ def test_integer_and_boolean_parameters_of_a_new_family_read_from_text():
     """Snakemake's --config passes a family's parameters as text: a new family's integer and
     boolean parameters get their types, as a float one does, and a value of another type is a
     user error that names the type."""
+    from vaestudy.errors import UserError
     from vaestudy.likelihoods import build_likelihood
-    from vaestudy.utils import UserError
 
     class Tempered(Likelihood):
         """N(x; mu(z), 1) raised to 1/power, optionally squared."""

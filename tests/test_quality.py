@@ -10,6 +10,7 @@ import torch
 
 from vaestudy.config import RunConfig
 from vaestudy.data import arena_data
+from vaestudy.errors import UserError
 from vaestudy.likelihoods import build_likelihood
 from vaestudy.quality import (
     anchors,
@@ -21,7 +22,6 @@ from vaestudy.quality import (
     train_feature_net,
 )
 from vaestudy.train import load_trained, train
-from vaestudy.utils import UserError
 
 CPU = torch.device("cpu")
 

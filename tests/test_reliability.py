@@ -15,10 +15,12 @@ import torch
 
 from vaestudy.cli import main
 from vaestudy.data import Levels, check_levels
+from vaestudy.errors import UserError
+from vaestudy.files import atomic_write_bytes
 from vaestudy.likelihoods import REGISTRY, Likelihood
+from vaestudy.runtime import put_command_on_path
 from vaestudy.study import expand_study
 from vaestudy.train import CHECKPOINT, MODEL
-from vaestudy.utils import UserError, atomic_write_bytes, put_command_on_path
 
 ARGS = (
     "--family gaussian_shared --epochs 300 --checkpoint-every 7 --hidden 32 --latent 4 --device cpu "

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from vaestudy.errors import UserError
 from vaestudy.likelihoods import REGISTRY
 from vaestudy.study import check_schema, command_line_grid, config_label, expand_study, merge_studies
-from vaestudy.utils import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((ROOT / "config.yaml").read_text())

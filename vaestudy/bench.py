@@ -22,10 +22,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from vaestudy.data import ArenaData, Levels, make_splits, synthetic_mnist
+from vaestudy.errors import require
+from vaestudy.fast import has, make_optimizer
+from vaestudy.files import atomic_write_text
 from vaestudy.likelihoods import build_likelihood
 from vaestudy.model import VAE, ModelConfig
-from vaestudy.train import FACTS, HISTORY, TrainStep, make_optimizer, train_epoch
-from vaestudy.utils import atomic_write_text, exact_float32, generator, onednn_available, require
+from vaestudy.runtime import exact_float32, generator
+from vaestudy.step import TrainStep
+from vaestudy.train import FACTS, HISTORY, train_epoch
 
 HIDDEN, LATENT, SIDE = [500, 500], 20, 28
 
@@ -43,20 +47,14 @@ def _sync(device: torch.device) -> None:
 def matmul_rates(device: torch.device, n: int = 2048, repeats: int = 10) -> dict[str, float]:
     """FLOP/s of a large float32 matrix product (TF32 off) by each library that torch multiplies
     with on the device: `torch` (`a @ b`: MKL on an x86 CPU, cuBLAS on CUDA) and, on a CPU with
-    oneDNN, `onednn` (its linear layer on packed weights, which vaestudy's IWAE and, where
-    utils.onednn_products says so, its training use). The best of them is the machine's limit
-    for this work: on an AMD EPYC, MKL's product ran at half of oneDNN's."""
+    oneDNN, `onednn` (its linear layer on packed weights, as vaestudy.fast uses it). The best of
+    them is the machine's limit for this work."""
     with exact_float32():
         a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
         products = {"torch": lambda: a @ b}
-        if device.type == "cpu" and onednn_available():
-            try:
-                packed = torch.ops.mkldnn._reorder_linear_weight(b.t().contiguous(), n)
-                products["onednn"] = lambda: torch.ops.mkldnn._linear_pointwise(
-                    a, packed, None, "none", [], ""
-                )
-            except (AttributeError, RuntimeError):  # a torch without weight packing: MKL's alone
-                pass
+        if device.type == "cpu" and has("onednn_linear"):
+            packed = torch.ops.mkldnn._reorder_linear_weight(b.t().contiguous(), n)
+            products["onednn"] = lambda: torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], "")
         rates = {}
         for name, product in products.items():
             product()
@@ -262,7 +260,7 @@ def iwae_peak_memory_mb(images: int, k: int, max_elements: int, device: str) -> 
 import threading, time, psutil, torch
 from vaestudy.bench import benchmark_vae, iwae_test_images
 from vaestudy.evaluate import iwae
-from vaestudy.utils import exact_float32, generator, resolve_device
+from vaestudy.runtime import exact_float32, generator, resolve_device
 dev = resolve_device({device!r})
 model, x = benchmark_vae(dev).eval(), iwae_test_images(dev, {images})
 def run(images, k):
@@ -422,7 +420,8 @@ def pipeline_startup(results: str | Path) -> dict[str, float]:
     """
     import csv
 
-    from vaestudy.utils import STARTUP_LINE, UserError
+    from vaestudy.errors import UserError
+    from vaestudy.runtime import STARTUP_LINE
 
     results = Path(results)
     tables = sorted((results / "benchmarks").rglob("*.tsv"))
@@ -465,7 +464,7 @@ def study_projection(
     import csv
     import json
 
-    from vaestudy.utils import UserError
+    from vaestudy.errors import UserError
 
     results = Path(results)
     if job_seconds <= 0:

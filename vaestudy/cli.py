@@ -14,19 +14,13 @@ from pathlib import Path
 
 import yaml
 
+from vaestudy import fast
 from vaestudy.config import COMPILE_CHOICES, LR_SCHEDULES, RunConfig
 from vaestudy.data import ARENAS
+from vaestudy.errors import UserError, require
+from vaestudy.files import check_output_folder, read_text, read_yaml
 from vaestudy.model import ACTIVATIONS, ARCHITECTURES
-from vaestudy.utils import (
-    UserError,
-    check_output_folder,
-    cpu_matmul_choice,
-    keep_freed_memory,
-    log_startup,
-    read_text,
-    read_yaml,
-    require,
-)
+from vaestudy.runtime import log_startup
 
 
 class _Parser(argparse.ArgumentParser):
@@ -217,8 +211,8 @@ def _cmd_model(args: argparse.Namespace) -> None:
     import vaestudy.quality  # noqa: F401  (imported before the start-up is logged)
     from vaestudy.evaluate import evaluate
     from vaestudy.quality import check_neighbours, images_per_set
+    from vaestudy.runtime import resolve_device
     from vaestudy.train import load_data, load_trained
-    from vaestudy.utils import resolve_device
 
     log_startup()
     require(args.feature_net.is_file(), f"feature network {args.feature_net} not found")
@@ -271,7 +265,7 @@ def _cmd_model(args: argparse.Namespace) -> None:
 
 def _cmd_prepare(args: argparse.Namespace) -> None:
     from vaestudy.data import load_levels, make_splits
-    from vaestudy.utils import atomic_write_json
+    from vaestudy.files import atomic_write_json
 
     log_startup()
     _check_outputs(args.out)
@@ -370,7 +364,7 @@ def _add_compute_arguments(p: argparse.ArgumentParser) -> None:
 
 def _data_from_args(args: argparse.Namespace, arena: str):
     from vaestudy.data import arena_data
-    from vaestudy.utils import resolve_device
+    from vaestudy.runtime import resolve_device
 
     require(0 < args.val_fraction < 1, f"val fraction must be in (0, 1), got {args.val_fraction}")
     require(0 < args.test_fraction < 1, f"test fraction must be in (0, 1), got {args.test_fraction}")
@@ -387,8 +381,8 @@ def _data_from_args(args: argparse.Namespace, arena: str):
 
 
 def _cmd_feature_net(args: argparse.Namespace) -> None:
+    from vaestudy.files import atomic_write_json
     from vaestudy.quality import save_feature_net, train_feature_net
-    from vaestudy.utils import atomic_write_json
 
     log_startup()
     _check_outputs(args.out, args.facts)
@@ -402,8 +396,8 @@ def _cmd_feature_net(args: argparse.Namespace) -> None:
 
 
 def _cmd_anchors(args: argparse.Namespace) -> None:
+    from vaestudy.files import atomic_write_json
     from vaestudy.quality import anchors, load_feature_net
-    from vaestudy.utils import atomic_write_json
 
     log_startup()
     _check_outputs(args.out)
@@ -429,8 +423,8 @@ def _quality(run, feature_net, samples, k, seed, device, out, figure, trained=No
     """Sample quality of the model trained in `run`: the JSON `out` and, if asked, the PNG `figure`.
     trained: load_trained(run, device) where the caller has it already."""
     from vaestudy.quality import load_feature_net, sample_figure, score_model, write_quality
+    from vaestudy.runtime import exact_float32
     from vaestudy.train import load_trained
-    from vaestudy.utils import exact_float32
 
     model, config, data, saved = trained or load_trained(run, device)
     net = load_feature_net(feature_net, data.device, config.arena)
@@ -508,7 +502,7 @@ def _cmd_reference(args: argparse.Namespace) -> None:
 
 def _cmd_bench(args: argparse.Namespace) -> None:
     from vaestudy.bench import check_train_images, format_table, pipeline_rows, run_bench, write_rows
-    from vaestudy.utils import resolve_device
+    from vaestudy.runtime import resolve_device
 
     _check_outputs(args.out)
     check_train_images(args.train_images)  # before the banner: a mistake is one line
@@ -836,8 +830,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 0
         args = parser.parse_args(argv)
-        cpu_matmul_choice()  # a bad VAESTUDY_CPU_MATMUL is said before any work
-        keep_freed_memory()  # before the command allocates anything large
+        fast.setting()  # a bad VAESTUDY_FAST is said before any work
         if getattr(args, "threads", None):
             import torch
 

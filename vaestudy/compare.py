@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vaestudy.errors import require
 from vaestudy.tables import read_table
-from vaestudy.utils import require
 
 # run facts that time or place a run: never compared, since they differ between any two runs
 TIMING = ("train_seconds", "eval_seconds", "peak_memory_mb_train")

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from vaestudy.data import ARENAS, check_dataset
+from vaestudy.errors import UserError, float_or_text, is_json_type, require
+from vaestudy.files import read_yaml
 from vaestudy.likelihoods import check_params, get_family
 from vaestudy.model import ACTIVATIONS, ARCHITECTURES
-from vaestudy.utils import UserError, float_or_text, is_json_type, read_yaml, require
 
-# how the training step runs (vaestudy.train.TrainStep)
+# how the training step runs (vaestudy.step.TrainStep)
 COMPILE_CHOICES = ("auto", "graph", "always", "never")
 # the learning rate over the epochs (vaestudy.train.lr_at)
 LR_SCHEDULES = ("constant", "cosine")

@@ -17,7 +17,8 @@ from urllib.error import URLError
 
 import torch
 
-from vaestudy.utils import UserError, first_line, generator, require
+from vaestudy.errors import UserError, first_line, require
+from vaestudy.runtime import generator
 
 # linear: the continuous arena's images for linear Gaussian models, whose exact answers are known
 ARENAS = ("binary", "continuous", "discrete", "linear")

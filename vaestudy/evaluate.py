@@ -18,26 +18,22 @@ from typing import Any
 
 import torch
 
-from vaestudy.data import DEQUANTISED
+from vaestudy import fast
+from vaestudy.config import RunConfig
+from vaestudy.data import DEQUANTISED, ArenaData
+from vaestudy.errors import require
+from vaestudy.fast import SampleDecoder
+from vaestudy.files import atomic_write_json, check_output_folder
 from vaestudy.ground_truth import ground_truth_metrics, is_linear_gaussian
 from vaestudy.likelihoods import Calibrated, Likelihood
-from vaestudy.model import VAE, SampleDecoder, kl_standard_normal
+from vaestudy.model import VAE, kl_standard_normal
+from vaestudy.runtime import ProgressLines, device_name, exact_float32, generator, versions
 from vaestudy.train import FACTS, Trained, load_trained, seeds_of
-from vaestudy.utils import (
-    ProgressLines,
-    atomic_write_json,
-    check_output_folder,
-    device_name,
-    exact_float32,
-    generator,
-    require,
-    versions,
-)
 
 
 def default_max_elements(device: torch.device) -> int:
     """Decoder-output floats alive at once in the IWAE loop, when not set: 2^20 on CPU (4 MB
-    tensors that stay in the L2 cache; docs/performance.md), 2^24 on a GPU."""
+    tensors, which a CPU's cache holds), 2^24 on a GPU."""
     return 2**24 if device.type == "cuda" else 2**20
 
 
@@ -229,6 +225,65 @@ def score(
     return {prefix + name: value for name, value in metrics.items()}
 
 
+def metrics_on_test(
+    model: VAE,
+    config: RunConfig,
+    data: ArenaData,
+    seed: int,
+    k: int,
+    elbo_samples: int,
+    max_elements: int | None,
+) -> dict[str, float]:
+    """Every metric of a model on its test split (the calibrated Gaussian's too, where continuous),
+    with the draws of the evaluation seed."""
+    dev = data.device
+    likelihood = model.likelihood
+    shared = dict(
+        label=f"{config.arena}/{config.family}",
+        k=k,
+        num_pixels=data.num_pixels,
+        levels=data.levels,
+        arena=data.arena,
+        elbo_samples=elbo_samples,
+        max_elements=max_elements,
+    )
+    metrics = score(model, data.test, likelihood, g=generator(dev, seed, "eval"), **shared)
+    # the same number of training images under the arena's fixed draw: a model that memorises
+    # its training split shows a large gap
+    train_terms = elbo_terms(
+        model,
+        data.train_fixed(len(data.test)),
+        generator(dev, seed, "eval-train"),
+        likelihood,
+        elbo_samples,
+    )
+    metrics["elbo_train"] = train_terms["elbo"]
+    metrics["elbo_gap"] = train_terms["elbo"] - metrics["elbo"]
+    metrics["active_units"] = active_units(model, data.test)
+    rates = rate_per_unit(model, data.test).sort(descending=True).values
+    metrics.update({f"rate_unit_{j}": float(r) for j, r in enumerate(rates, 1)})  # largest first
+    if is_linear_gaussian(model):  # exact answers: the marginal likelihood and the pPCA optimum
+        metrics.update(ground_truth_metrics(model, data.test, data.train_fixed()))
+        metrics["iwae_minus_exact"] = metrics["ll_iwae"] - metrics["ll_exact"]
+        metrics["elbo_minus_exact"] = metrics["elbo"] - metrics["ll_exact"]
+    metrics["sigma"] = likelihood.sigma()
+    if data.arena == "continuous":
+        sigma = math.sqrt(model.mean_squared_residual(data.val, generator(dev, seed, "calibrate")))
+        calibrated = Calibrated(likelihood, sigma).to(dev)
+        metrics["calibrated_sigma"] = sigma
+        metrics.update(
+            score(
+                model,
+                data.test,
+                calibrated,
+                g=generator(dev, seed, "eval-cal"),
+                prefix="calibrated_",
+                **shared,
+            )
+        )
+    return metrics
+
+
 def evaluate(
     run_dir: str | Path,
     out: str | Path,
@@ -250,51 +305,9 @@ def evaluate(
     run_dir, dev = Path(run_dir), data.device
     seed = config.seed if seed is None else seed
     started = time.perf_counter()
-    likelihood = model.likelihood
-    shared = dict(
-        label=f"{config.arena}/{config.family}",
-        k=k,
-        num_pixels=data.num_pixels,
-        levels=data.levels,
-        arena=data.arena,
-        elbo_samples=elbo_samples,
-        max_elements=max_elements,
-    )
+    fast.forget_paths()
     with exact_float32():
-        metrics = score(model, data.test, likelihood, g=generator(dev, seed, "eval"), **shared)
-        # the same number of training images under the arena's fixed draw: a model that memorises
-        # its training split shows a large gap
-        train_terms = elbo_terms(
-            model,
-            data.train_fixed(len(data.test)),
-            generator(dev, seed, "eval-train"),
-            likelihood,
-            elbo_samples,
-        )
-        metrics["elbo_train"] = train_terms["elbo"]
-        metrics["elbo_gap"] = train_terms["elbo"] - metrics["elbo"]
-        metrics["active_units"] = active_units(model, data.test)
-        rates = rate_per_unit(model, data.test).sort(descending=True).values
-        metrics.update({f"rate_unit_{j}": float(r) for j, r in enumerate(rates, 1)})  # largest first
-        if is_linear_gaussian(model):  # exact answers: the marginal likelihood and the pPCA optimum
-            metrics.update(ground_truth_metrics(model, data.test, data.train_fixed()))
-            metrics["iwae_minus_exact"] = metrics["ll_iwae"] - metrics["ll_exact"]
-            metrics["elbo_minus_exact"] = metrics["elbo"] - metrics["ll_exact"]
-        metrics["sigma"] = likelihood.sigma()
-        if data.arena == "continuous":
-            sigma = math.sqrt(model.mean_squared_residual(data.val, generator(dev, seed, "calibrate")))
-            calibrated = Calibrated(likelihood, sigma).to(dev)
-            metrics["calibrated_sigma"] = sigma
-            metrics.update(
-                score(
-                    model,
-                    data.test,
-                    calibrated,
-                    g=generator(dev, seed, "eval-cal"),
-                    prefix="calibrated_",
-                    **shared,
-                )
-            )
+        metrics = metrics_on_test(model, config, data, seed, k, elbo_samples, max_elements)
     eval_seconds = time.perf_counter() - started
     train_facts = {}
     if (run_dir / FACTS).is_file():
@@ -307,8 +320,8 @@ def evaluate(
         "diverged_epoch": saved["diverged_epoch"],
         "epochs": saved["epochs"],
         "best_epoch": saved.get("best_epoch"),
-        "normalised": likelihood.normalised(data.arena),
-        "loss_is_nll": likelihood.loss_is_nll,
+        "normalised": model.likelihood.normalised(data.arena),
+        "loss_is_nll": model.likelihood.loss_is_nll,
         "k": k,
         "num_pixels": data.num_pixels,
         "levels": data.levels,
@@ -317,6 +330,7 @@ def evaluate(
         "train_seconds": train_facts.get("seconds"),
         "eval_seconds": eval_seconds,
         "device": device_name(dev),
+        "paths": fast.paths(),
         "peak_memory_mb_train": train_facts.get("peak_memory_mb"),
         "seeds": seeds_of(config, seed),
         "versions": versions(),

@@ -31,7 +31,7 @@ from torch.distributions import (
 )
 from torch.nn import functional as F
 
-from vaestudy.utils import UserError, float_or_text, is_json_type, onednn_products
+from vaestudy.errors import UserError, float_or_text, is_json_type
 
 REGISTRY: dict[str, type[Likelihood]] = {}
 
@@ -118,56 +118,18 @@ def _check_floor(floor: float, init: float | None = None) -> None:
         raise ValueError(f"init must be > floor, got init={init}, floor={floor}")
 
 
-def _bernoulli_log_prob_softplus(o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """x.o - sum softplus(o): two passes over o instead of the six of
-    binary_cross_entropy_with_logits on a broadcast x. With samples in front of x's batch, x.o is
-    a batched matrix-vector product: one read of o instead of a product written and summed (on
-    a GPU, where IWAE is bound by memory traffic, the fewest passes over o)."""
-    xo = torch.einsum("...bd,bd->...b", o, x) if o.dim() > x.dim() >= 2 else (o * x).sum(-1)
-    return xo - F.softplus(o).sum(-1)
-
-
 def _bernoulli_log_prob_samples(o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """x.o - sum softplus(o) for outputs o (S..., B, D) of images x (B, D), with or without
-    samples in front: the IWAE loop's hot spot, computed with one transcendental function per
-    output instead of softplus's exp and log1p (on CPU softplus alone took a sixth of IWAE's time).
+    """x.o - sum softplus(o) for outputs o (S..., B, D) of images x (B, D), with one transcendental
+    function per output instead of softplus's exp and log1p (the IWAE loop's hot spot on a CPU).
 
-    softplus(o) = relu(o) - log sigmoid(|o|) and relu(o) = (o + |o|) / 2, so the value is
-    (x - 1/2).o - sum |o| / 2 + sum log sigmoid(|o|): one batched matrix-vector product of o
-    with x - 1/2 (a product summed where utils.onednn_products avoids MKL), then passes over |o|
-    alone. The product of G sigmoids of |o| lies in
-    [2^-G, 1], so with G = 16 one log of each product replaces 16 logs without underflow. In
-    float32 this differs from softplus by rounding (about 1e-6 of the value)."""
+    softplus(o) = (o + |o|) / 2 - log sigmoid(|o|), so the value is (x - 1/2).o - sum |o| / 2 +
+    sum log sigmoid(|o|); a product of 16 sigmoids of |o| lies in [2^-16, 1], so one log of each
+    product replaces 16 logs without underflow. Equal to softplus's form to float32 rounding."""
     d = o.shape[-1]
     group = next(gr for gr in (16, 8, 4, 2, 1) if d % gr == 0)
-    half = (x - 0.5).to(o.dtype)
-    if o.dim() > x.dim() and not onednn_products():
-        log_p = torch.einsum("...bd,bd->...b", o, half)
-    else:  # one image per row, or MKL's batched product slow on this processor
-        log_p = (o * half).sum(-1)
     a = o.abs()
-    log_p = log_p - 0.5 * a.sum(-1)
+    log_p = (o * (x - 0.5).to(o.dtype)).sum(-1) - 0.5 * a.sum(-1)
     return log_p + a.sigmoid_().view(*o.shape[:-1], group, d // group).prod(-2).log().sum(-1)
-
-
-class _BernoulliLogProb(torch.autograd.Function):
-    """x.o - sum softplus(o) per image by _bernoulli_log_prob_samples's formula, for outputs o
-    (S..., B, D) and images x (B, D), with its gradient in one pass over o: d/do = x - sigmoid(o).
-    Through autograd the formula's abs, sigmoid, product and log would each add a backward pass,
-    and softplus's exp and log1p are slow on some CPUs (docs/performance.md)."""
-
-    @staticmethod
-    def forward(ctx, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(o, x)
-        return _bernoulli_log_prob_samples(o, x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        o, x = ctx.saved_tensors
-        g = grad.unsqueeze(-1)
-        grad_o = (x - o.sigmoid()).mul_(g) if ctx.needs_input_grad[0] else None
-        grad_x = (o * g).sum_to_size(x.shape) if ctx.needs_input_grad[1] else None
-        return grad_o, grad_x
 
 
 class BernoulliLikelihood(Likelihood):
@@ -181,9 +143,10 @@ class BernoulliLikelihood(Likelihood):
 
     def log_prob(self, o, x):
         # log sigmoid(o) x + log sigmoid(-o) (1 - x) = x.o - sum softplus(o)
-        if o.dim() >= x.dim() >= 2 and o.device.type == "cpu" and not torch.compiler.is_compiling():
-            return _BernoulliLogProb.apply(o, x)  # on CPU, where softplus's logs dominate
-        return _bernoulli_log_prob_softplus(o, x)
+        if o.dim() > x.dim() and o.device.type == "cpu" and not torch.is_grad_enabled():
+            return _bernoulli_log_prob_samples(o, x)  # many samples per image: the IWAE loop
+        xo = torch.einsum("...bd,bd->...b", o, x) if o.dim() > x.dim() >= 2 else (o * x).sum(-1)
+        return xo - F.softplus(o).sum(-1)
 
     def normalised(self, arena):
         return arena == "binary"
@@ -555,7 +518,7 @@ def get_family(name: str) -> type[Likelihood]:
 
 
 # a parameter's type, from its default's (bool before int: a bool is an int to Python), as the
-# JSON type that utils.is_json_type checks, and what a value of it must be
+# JSON type that errors.is_json_type checks, and what a value of it must be
 PARAMETER_TYPES = (
     (bool, "boolean", "true or false"),
     (int, "integer", "an integer"),

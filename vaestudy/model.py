@@ -7,25 +7,16 @@ convolutional encoder/decoder for 28x28 and 32x32 images.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from vaestudy import fast
 from vaestudy.likelihoods import Likelihood
-from vaestudy.utils import cpu_matmul_choice, first_line, onednn_available, onednn_products
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus, "elu": nn.ELU, "gelu": nn.GELU}
-IN_PLACE = {nn.Tanh: torch.Tensor.tanh_, nn.ReLU: torch.Tensor.relu_}
-FUSED = {nn.Tanh: "tanh", nn.ReLU: "relu"}  # the activations oneDNN's linear fuses, by its names for them
-FUSED_ACTIVATIONS = tuple(FUSED.values())
 ARCHITECTURES = ("mlp", "conv")
-# Where utils.onednn_products says so, an MLP multiplies through oneDNN from this many
-# multiply-adds per call (rows x the sum of its layers' inputs x outputs), and below it through
-# MKL, unless VAESTUDY_CPU_MATMUL=onednn (see MLP).
-ONEDNN_MIN_MACS = 2**22
 
 
 @dataclass
@@ -38,59 +29,11 @@ class ModelConfig:
 
 
 class MLP(nn.Sequential):
-    """Linear layers with an element-wise activation between them, ending with a Linear layer.
-
-    On the CPU the hidden activations are kept features first, as (features, rows): each hidden
-    layer is addmm(b, W, h) instead of addmm(b, h, W^T), with a transposed view of the input
-    going in and the last layer turning back to (rows, features), which MKL multiplies faster at
-    these batch sizes. A tanh or relu is applied in place to the product it follows. Where
-    utils.onednn_products says so, float32 layers instead run through oneDNN (OneDNNLinear), rows
-    first, with a tanh or relu fused into the product, if the call has ONEDNN_MIN_MACS
-    multiply-adds (always with VAESTUDY_CPU_MATMUL=onednn): oneDNN's fixed cost per product makes
-    small MLPs faster through MKL (measurements in docs/performance.md). The choice depends on
-    shapes alone, never on a timing, so that a resumed run computes as the uninterrupted one did.
-    Same parameters, same state_dict, same function.
-    """
+    """Linear layers with an activation between them; on the CPU through vaestudy.fast, which
+    multiplies large ones through oneDNN on some processors (the same function)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu":
-            return super().forward(x)
-        flat = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])  # no view taken where none is needed
-        if (
-            not torch.compiler.is_compiling()
-            and x.dtype == torch.float32
-            and onednn_products()
-            and (len(flat) * self.macs_per_row() >= ONEDNN_MIN_MACS or cpu_matmul_choice() == "onednn")
-        ):
-            out = self._forward_onednn(flat)
-        else:
-            out = self._forward_features_first(flat)
-        return out if x.dim() == 2 else out.view(*x.shape[:-1], -1)
-
-    def macs_per_row(self) -> int:
-        """Multiply-adds of the products for one row (image) through the MLP."""
-        return sum(m.in_features * m.out_features for m in self if isinstance(m, nn.Linear))
-
-    def _forward_onednn(self, h: torch.Tensor) -> torch.Tensor:
-        layers = list(self)
-        for i, layer in enumerate(layers):
-            if isinstance(layer, nn.Linear):
-                after = layers[i + 1] if i + 1 < len(layers) else None
-                fused = FUSED.get(type(after), "none")
-                h = OneDNNLinear.apply(h, layer.weight, layer.bias, fused)
-            elif type(layer) not in FUSED:  # applied by the layer before it
-                h = layer(h)
-        return h
-
-    def _forward_features_first(self, flat: torch.Tensor) -> torch.Tensor:
-        *hidden, last = self
-        h = flat.t()
-        for layer in hidden:
-            if isinstance(layer, nn.Linear):
-                h = torch.addmm(layer.bias.unsqueeze(1), layer.weight, h)
-            else:  # after a Linear layer, whose fresh output autograd does not keep: in place if it can
-                h = IN_PLACE.get(type(layer), layer)(h)
-        return F.linear(h.t(), last.weight, last.bias)
+        return fast.mlp_forward(self, x) if x.device.type == "cpu" else super().forward(x)
 
 
 def _mlp(sizes: list[int], activation: str) -> MLP:
@@ -199,85 +142,6 @@ class VAE(nn.Module):
             mean = self.likelihood.distribution(self.decode(z)).mean
             total += float((xb - mean).pow(2).sum())
         return total / x.numel()
-
-
-class SampleDecoder:
-    """model.decode for many latent samples at once (the IWAE loop, under torch.no_grad).
-
-    On CPU an MLP decoder runs through oneDNN's linear layer (the kernels that torch.compile's
-    CPU backend uses), with each weight matrix packed once for the chunk's number of rows and the
-    bias and a tanh or relu fused into the product: no pass that copies the bias into every
-    output row first (as addmm does), no separate activation pass, and faster products on packed
-    weights (docs/performance.md). Elsewhere (CUDA, float64, other activations, the conv decoder) or if oneDNN fails, it
-    is model.decode. The weights are read when the SampleDecoder is made.
-    """
-
-    def __init__(self, model: VAE, rows: int):
-        self.model = model
-        self.layers: list[tuple[torch.Tensor, torch.Tensor, str]] = []
-        activation = model.config.activation
-        weight = next(model.decoder.parameters())
-        if (
-            model.config.architecture != "mlp"
-            or activation not in FUSED_ACTIVATIONS
-            or weight.device.type != "cpu"
-            or weight.dtype != torch.float32
-            or not onednn_available()
-        ):
-            return
-        linear = [m for m in model.decoder if isinstance(m, nn.Linear)]
-        try:
-            for i, layer in enumerate(linear):
-                packed = torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach(), rows)
-                last = i == len(linear) - 1
-                self.layers.append((packed, layer.bias.detach(), "none" if last else activation))
-        except (AttributeError, RuntimeError):  # a torch without these operators
-            self.layers = []
-
-    def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        if self.layers:
-            try:
-                h = z
-                for weight, bias, activation in self.layers:
-                    h = torch.ops.mkldnn._linear_pointwise(h, weight, bias, activation, [], "")
-                return h
-            except RuntimeError as exc:
-                print(
-                    f"vaestudy: oneDNN's linear failed ({first_line(exc)}); decoding with torch",
-                    file=sys.stderr,
-                )
-                self.layers = []
-        return self.model.decode(z)
-
-
-class OneDNNLinear(torch.autograd.Function):
-    """activation(F.linear(x, weight, bias)), activation "tanh", "relu" or "none", with its three
-    products (the output, the input's and the weight's gradients) computed by oneDNN's linear
-    layer on unpacked weights, in float32 as torch's: x W^T + b, g W, g^T x. The activation is
-    applied inside the product's kernel (no pass of its own); its gradient comes from the
-    output, as torch's tanh and relu take theirs. For 2-d x on the CPU."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, activation: str):
-        x = x.contiguous()  # oneDNN multiplied a strided slice 100 times slower
-        y = torch.ops.mkldnn._linear_pointwise(x, weight, bias, activation, [], "")
-        ctx.activation = activation
-        ctx.save_for_backward(x, weight, y if activation != "none" else None)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        x, weight, y = ctx.saved_tensors
-        grad = grad.contiguous()
-        if ctx.activation == "tanh":
-            grad = torch.ops.aten.tanh_backward(grad, y)
-        elif ctx.activation == "relu":
-            grad = torch.ops.aten.threshold_backward(grad, y, 0)
-        linear = torch.ops.mkldnn._linear_pointwise
-        grad_x = linear(grad, weight.t(), None, "none", [], "") if ctx.needs_input_grad[0] else None
-        grad_w = linear(grad.t(), x.t(), None, "none", [], "") if ctx.needs_input_grad[1] else None
-        grad_b = grad.sum(0) if ctx.needs_input_grad[2] else None
-        return grad_x, grad_w, grad_b, None
 
 
 def kl_standard_normal(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:

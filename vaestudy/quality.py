@@ -25,17 +25,10 @@ import torch
 from torch import nn
 
 from vaestudy.data import ArenaData
-from vaestudy.train import make_optimizer
-from vaestudy.utils import (
-    UserError,
-    atomic_torch_save,
-    atomic_write_json,
-    derive_seed,
-    first_line,
-    generator,
-    require,
-    torch_load,
-)
+from vaestudy.errors import UserError, first_line, require
+from vaestudy.fast import make_optimizer
+from vaestudy.files import atomic_torch_save, atomic_write_json, torch_load
+from vaestudy.runtime import derive_seed, generator
 
 
 class FeatureNet(nn.Module):

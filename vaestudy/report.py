@@ -17,8 +17,9 @@ from typing import Any
 
 import pandas as pd
 
+from vaestudy.errors import require
+from vaestudy.files import atomic_write_text, check_output_folder
 from vaestudy.tables import one_scale, short_name
-from vaestudy.utils import atomic_write_text, check_output_folder, require
 
 QUESTIONS = {
     "q1": "Does the decoder have to define a distribution, or is an image plus MSE enough?",

@@ -17,8 +17,8 @@ from typing import Any
 
 from vaestudy.config import RunConfig
 from vaestudy.data import ARENAS, DATASETS, check_dataset
+from vaestudy.errors import UserError, is_json_type, require
 from vaestudy.likelihoods import check_params, coerce_params, family_parameters, get_family
-from vaestudy.utils import UserError, is_json_type, require
 
 NAME_PART = re.compile(r"^[A-Za-z0-9_.\-]+$")  # one path component: no '/', so no '..' escape
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"

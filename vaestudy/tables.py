@@ -12,8 +12,9 @@ from typing import Any
 import pandas as pd
 from scipy import stats
 
+from vaestudy.errors import UserError, first_line, require
+from vaestudy.files import atomic_write_text, read_text
 from vaestudy.likelihoods import REGISTRY, family_parameters
-from vaestudy.utils import UserError, atomic_write_text, first_line, read_text, require
 
 
 def short_name(config: str) -> str:

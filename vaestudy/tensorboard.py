@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from vaestudy.utils import UserError, generator
+from vaestudy.errors import UserError
+from vaestudy.runtime import generator
 
 SCALARS = ("loss", "rate", "distortion", "sigma", "val_elbo")
 IMAGES = 16  # images per grid

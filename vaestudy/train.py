@@ -22,27 +22,23 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from torch import nn
 
-from vaestudy.config import RunConfig, check_compile
+from vaestudy import fast
+from vaestudy.config import RunConfig
 from vaestudy.data import ArenaData, arena_data
-from vaestudy.likelihoods import build_likelihood
-from vaestudy.model import VAE, ModelConfig
-from vaestudy.utils import (
-    UserError,
+from vaestudy.errors import UserError, first_line, require
+from vaestudy.fast import make_optimizer, set_lr
+from vaestudy.files import (
     atomic_torch_save,
     atomic_write_json,
     atomic_write_text,
     check_output_folder,
-    derive_seed,
-    device_name,
-    first_line,
-    generator,
-    require,
-    resolve_device,
     torch_load,
-    versions,
 )
+from vaestudy.likelihoods import build_likelihood
+from vaestudy.model import VAE, ModelConfig
+from vaestudy.runtime import derive_seed, device_name, generator, resolve_device, versions
+from vaestudy.step import TrainStep
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
@@ -188,265 +184,12 @@ def seeds_of(config: RunConfig, eval_seed: int | None = None) -> dict[str, Any]:
     return seeds
 
 
-class FusedAdam:
-    """Adam (Kingma & Ba 2015) exactly as torch.optim.Adam(fused=True) computes it: one fused
-    kernel (torch._fused_adam_) per step for all parameters.
-
-    Why not torch.optim.Adam itself: constructing any torch.optim optimizer imports torch._dynamo,
-    about a second per process, which in the default study was a tenth of all job time. The tests
-    check that the weights equal torch.optim.Adam(fused=True)'s, step for step, bit for bit.
-    """
-
-    def __init__(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
-        self.params = [p for p in params if p.requires_grad]
-        self.lr, self.betas, self.eps = float(lr), (float(betas[0]), float(betas[1])), float(eps)
-        self.exp_avg = [torch.zeros_like(p) for p in self.params]
-        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
-        # On the CPU the step counts are views of one tensor, counted up in one operation where
-        # every parameter has a gradient, instead of one small addition each. On CUDA, where the
-        # whole step is replayed as one CUDA graph, each count is a tensor of its own.
-        devices = [p.device for p in self.params]
-        f32 = torch.float32
-        self.counts = {
-            d: torch.zeros(devices.count(d), dtype=f32, device=d) for d in devices if d.type == "cpu"
-        }
-        views = {d: iter(count) for d, count in self.counts.items()}  # count[0], count[1], ...
-        self.steps = [next(views[d]) if d in views else torch.zeros((), dtype=f32, device=d) for d in devices]
-        # on CUDA the rate is read from a tensor, so that a captured step follows set_lr
-        self.lr_on = {d: torch.tensor(self.lr, dtype=f32, device=d) for d in devices if d.type == "cuda"}
-
-    def set_lr(self, lr: float) -> None:
-        self.lr = float(lr)
-        for t in self.lr_on.values():
-            t.fill_(self.lr)
-
-    @staticmethod
-    def supports(params) -> bool:
-        return hasattr(torch, "_fused_adam_") and all(
-            p.dtype == torch.float32 and p.device.type in ("cpu", "cuda") for p in params
-        )
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self) -> None:
-        live = [i for i, p in enumerate(self.params) if p.grad is not None]  # as torch.optim: skip None
-        for device in {self.params[i].device for i in live}:
-            idx = [i for i in live if self.params[i].device == device]
-            steps = [self.steps[i] for i in idx]
-            if device in self.counts and len(idx) == len(self.counts[device]):
-                self.counts[device].add_(1)
-            else:
-                torch._foreach_add_(steps, 1)
-            torch._fused_adam_(
-                [self.params[i] for i in idx],
-                [self.params[i].grad for i in idx],
-                [self.exp_avg[i] for i in idx],
-                [self.exp_avg_sq[i] for i in idx],
-                [],
-                steps,
-                lr=self.lr_on.get(device, self.lr),
-                beta1=self.betas[0],
-                beta2=self.betas[1],
-                weight_decay=0.0,
-                eps=self.eps,
-                amsgrad=False,
-                maximize=False,
-            )
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "kind": "fused_adam",
-            "lr": self.lr,
-            "betas": self.betas,
-            "eps": self.eps,
-            "step": [s.clone() for s in self.steps],
-            "exp_avg": [t.clone() for t in self.exp_avg],
-            "exp_avg_sq": [t.clone() for t in self.exp_avg_sq],
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if not isinstance(state, dict) or state.get("kind") != "fused_adam":
-            raise ValueError("the optimizer state is not vaestudy's fused Adam")
-        pairs = [
-            (self.steps, state["step"]),
-            (self.exp_avg, state["exp_avg"]),
-            (self.exp_avg_sq, state["exp_avg_sq"]),
-        ]
-        for mine, saved in pairs:  # check all before changing any
-            if len(saved) != len(mine) or any(a.shape != b.shape for a, b in zip(saved, mine, strict=True)):
-                raise ValueError("optimizer state has other shapes than the model's parameters")
-        for mine, saved in pairs:
-            for a, b in zip(mine, saved, strict=True):
-                a.copy_(b)
-
-
-def make_optimizer(model: nn.Module, lr: float) -> FusedAdam | torch.optim.Adam:
-    """Adam: FusedAdam where torch has the fused kernel for the parameters, else torch.optim.Adam."""
-    params = list(model.parameters())
-    return FusedAdam(params, lr) if FusedAdam.supports(params) else torch.optim.Adam(params, lr=lr)
-
-
 def lr_at(config: RunConfig, epoch: int) -> float:
     """The learning rate of the epoch after `epoch` completed ones: constant, or cosine annealing to 0
     (Loshchilov & Hutter 2017), which lets Adam settle where a constant rate leaves it jittering."""
     if config.lr_schedule == "constant":
         return config.lr
     return config.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / config.epochs))
-
-
-def set_lr(optimizer: FusedAdam | torch.optim.Optimizer, lr: float) -> None:
-    if isinstance(optimizer, FusedAdam):
-        optimizer.set_lr(lr)
-    else:
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-
-
-def compiles(compile: str, device: torch.device) -> bool:
-    """Does the setting `compile` put the ELBO terms under torch.compile on this device? 'always',
-    and 'auto' on CUDA, where the compiled kernels inside the step's CUDA graph made it 1.5 times
-    faster than the eager kernels (on one H100); on the CPU compiling gained 1 to 5% for seconds
-    per model."""
-    return check_compile(compile) == "always" or (compile == "auto" and device.type == "cuda")
-
-
-def graphs(compile: str, device: torch.device) -> bool:
-    """Does the setting `compile` capture the whole training step as CUDA graphs? On CUDA, unless 'never'."""
-    return check_compile(compile) != "never" and device.type == "cuda"
-
-
-def _allow_many_compiled_models() -> None:
-    """Each model trained in a process (the seeds of a configuration, the families of a test)
-    compiles VAE.terms anew, and torch.compile keeps 8 versions of a function by default, past
-    which it would run the function eagerly without saying so. Keep 64, and fail past them, so
-    that TrainStep falls back to eager and says so."""
-    import torch._dynamo
-
-    config = torch._dynamo.config
-    for name in ("recompile_limit", "cache_size_limit"):  # the newer name, and the older one
-        if hasattr(config, name):
-            setattr(config, name, max(getattr(config, name), 64))
-    if hasattr(config, "fail_on_recompile_limit_hit"):
-        config.fail_on_recompile_limit_hit = True
-
-
-def failure_cause(exc: BaseException) -> BaseException:
-    """The error to report for a failed step. A capture broken by an operation that a CUDA graph
-    cannot hold (a wait for the GPU, a copy to the CPU) ends in 'operation failed due to a
-    previous error during capture' when the capture is closed; the error that broke it is that
-    one's context."""
-    if exc.__context__ is not None and "previous error during capture" in str(exc):
-        return exc.__context__
-    return exc
-
-
-class _StepGraph:
-    """The whole training step of one batch shape (forward, backward, Adam) captured as one CUDA
-    graph: one replay instead of one launch per kernel from Python. Its inputs and outputs
-    live in static tensors; the batch and its noise are copied in before each replay."""
-
-    def __init__(self, step: TrainStep, x: torch.Tensor, eps: torch.Tensor):
-        self.x, self.eps = x.clone(), eps.clone()
-        step.optimizer.zero_grad(set_to_none=True)  # the captured backward writes the gradients anew
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.out = step._step(step.terms_of, self.x, self.eps, zero_grad=False)
-
-    def __call__(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        self.x.copy_(x)
-        self.eps.copy_(eps)
-        self.graph.replay()
-        return self.out.clone()
-
-
-class TrainStep:
-    """One Adam step on a batch; returns the (loss, rate, distortion) of each image, detached.
-
-    `compile` (RunConfig.compile) picks how the step runs:
-    - never: eagerly;
-    - graph: on CUDA the whole step (forward, backward and Adam) is captured as one CUDA graph
-      per batch shape and replayed ('graphed'); each shape's first step runs eagerly (the warm-up
-      that capturing needs), its second is captured. A small MLP at batch 128 is limited by
-      kernel launches from Python, which the replay removes. On the CPU (no graphs): eagerly;
-    - always: the ELBO terms (VAE.terms: forward and, through autograd, backward) under
-      torch.compile ('compiled'), and on CUDA the whole step captured around its kernels as
-      above ('compiled+graphed');
-    - auto: always on CUDA, never on the CPU.
-    The noise is drawn eagerly from the run's generator in every path, so all see the same draws.
-    If compiling, capturing or running the step fails (no C++ compiler or Triton, an operation
-    of a family that cannot be traced or captured), the step says so on stderr and goes on from
-    the same batch without compiling (compiled+graphed -> graphed), or eagerly.
-    """
-
-    def __init__(self, model: VAE, optimizer: FusedAdam | torch.optim.Optimizer, compile: str = "never"):
-        self.model, self.optimizer = model, optimizer
-        device = next(model.parameters()).device
-        self.terms_of: Callable = model.terms
-        self.compiled = False
-        if compiles(compile, device):
-            _allow_many_compiled_models()
-            self.terms_of, self.compiled = torch.compile(model.terms, dynamic=False), True
-        # batch shape -> its captured step, or None after its eager warm-up step
-        self.graphs: dict[torch.Size, _StepGraph | None] | None = {} if graphs(compile, device) else None
-
-    @property
-    def mode(self) -> str:
-        """eager, compiled, graphed (CUDA graphs of eager kernels) or compiled+graphed."""
-        if not self.compiled:
-            return "eager" if self.graphs is None else "graphed"
-        return "compiled" if self.graphs is None else "compiled+graphed"
-
-    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        eps = self.model.noise(x, g)
-        while self.compiled or self.graphs is not None:
-            try:
-                return self._fast_step(x, eps)
-            except Exception as exc:  # torch.compile's and capture's failures share no base class
-                self._fall_back(exc)
-        return self._step(self.model.terms, x, eps)
-
-    def _fall_back(self, exc: Exception) -> None:
-        """After a failure: compiled+graphed -> graphed (captured anew, from a warm-up), else eager.
-        Nothing of the failed step has run: capturing runs no kernel, and compiling fails before."""
-        failed = self.mode
-        self.terms_of, self.compiled = self.model.terms, False
-        self.graphs = {} if failed == "compiled+graphed" else None
-        print(
-            f"vaestudy: the {failed} training step failed ({first_line(failure_cause(exc))}); "
-            f"training {self.mode}",
-            file=sys.stderr,
-        )
-
-    def _fast_step(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        if self.graphs is None:
-            return self._step(self.terms_of, x, eps)
-        if x.shape in self.graphs:  # warmed up: captured at its second step, replayed after
-            if self.graphs[x.shape] is None:
-                self.graphs[x.shape] = _StepGraph(self, x, eps)
-            return self.graphs[x.shape](x, eps)
-        # the shape's first step: eagerly (compiling here, not during the capture) on a side
-        # stream, as capturing asks, so that lazily made workspaces are not made in the capture
-        self.graphs[x.shape] = None
-        side, main = torch.cuda.Stream(), torch.cuda.current_stream()
-        side.wait_stream(main)
-        with torch.cuda.stream(side):
-            out = self._step(self.terms_of, x, eps)
-        main.wait_stream(side)
-        out.record_stream(main)  # made on the side stream, used on the main one
-        return out
-
-    def _step(
-        self, terms_of: Callable, x: torch.Tensor, eps: torch.Tensor, zero_grad: bool = True
-    ) -> torch.Tensor:
-        if zero_grad:
-            self.optimizer.zero_grad(set_to_none=True)
-        terms = terms_of(x, eps)
-        terms["loss"].mean().backward()
-        self.optimizer.step()
-        return torch.stack((terms["loss"], terms["rate"], terms["distortion"])).detach()
 
 
 def train_epoch(
@@ -537,6 +280,7 @@ def _train(config: RunConfig, out: Path, progress: bool | None) -> dict[str, Any
     )
     state = load_checkpoint(out / CHECKPOINT, config) if (out / CHECKPOINT).exists() else None
 
+    fast.forget_paths()
     model = build_model(config, data)
     optimizer = make_optimizer(model, config.lr)
     step = TrainStep(model, optimizer, config.compile)
@@ -672,6 +416,7 @@ def _train(config: RunConfig, out: Path, progress: bool | None) -> dict[str, Any
         "seconds_this_process": time.perf_counter() - started,
         "device": device_name(device),
         "training_step": step.mode,
+        "paths": fast.paths(),
         "peak_memory_mb": _peak_memory_mb(device),
         "final_sigma": model.likelihood.sigma(),
         "seeds": seeds_of(config),

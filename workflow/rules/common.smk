@@ -7,7 +7,8 @@ import sys
 
 from vaestudy.report import CATEGORY, FIGURE_PLACES
 from vaestudy.study import expand_study
-from vaestudy.utils import STARTUP_ENV, UserError, put_command_on_path
+from vaestudy.errors import UserError
+from vaestudy.runtime import STARTUP_ENV, put_command_on_path
 
 try:
     RUNS = {run.name: run for run in expand_study(config)}
