@@ -8,12 +8,10 @@ import sys
 from snakemake.common.configfile import load_configfile
 from snakemake.utils import min_version, validate
 
-from vaestudy.study import GRID, check_schema, command_line_grid
+from vaestudy.study import GRID, SCHEMA, check_schema, command_line_grid
 from vaestudy.errors import UserError
 
 min_version("8.20")
-
-SCHEMA = "workflow/schemas/config.schema.yaml"
 
 
 configfile: "config.yaml"
@@ -28,11 +26,11 @@ if grid is not None:
     config[GRID] = copy.deepcopy(grid)
 
 try:  # one line that names the key and the problem, before any job starts
-    config.update(check_schema(config, workflow.source_path(SCHEMA)))  # with 1e-3 and --config text as numbers
+    config.update(check_schema(config, SCHEMA))  # with 1e-3 and --config text as numbers
 except UserError as error:
     sys.stderr.write(f"vaestudy: config error: {error}\n")
     sys.exit(2)
-validate(config, SCHEMA, set_default=True)
+validate(config, str(SCHEMA), set_default=True)
 
 
 include: "workflow/rules/common.smk"

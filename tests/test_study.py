@@ -1,6 +1,8 @@
 """The study config -> grid of runs, and the checks a schema cannot express."""
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -187,7 +189,7 @@ def test_a_number_written_as_text_names_the_run_as_the_number_does():
         expand_study(study)
 
 
-SCHEMA_FILE = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA_FILE = ROOT / "vaestudy" / "config.schema.yaml"
 
 
 def test_text_where_the_schema_takes_a_number_is_read_as_one():
@@ -279,7 +281,7 @@ def test_the_schema_defaults_are_the_run_settings_defaults():
 
     from vaestudy.config import RunConfig
 
-    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    schema = yaml.safe_load(SCHEMA_FILE.read_text())
     fields = {
         f.name: f.default for f in dataclasses.fields(RunConfig) if f.default is not dataclasses.MISSING
     }
@@ -294,3 +296,31 @@ def test_the_schema_defaults_are_the_run_settings_defaults():
             )  # config.yaml says the same
             checked.append(key)
     assert {"epochs", "batch_size", "lr", "latent", "hidden"} <= set(checked)
+
+
+def test_the_schema_ships_in_the_wheel(tmp_path):
+    """An installed wheel checks configs as a checkout does: the schema is package data."""
+    import zipfile
+
+    from vaestudy.study import SCHEMA
+
+    assert SCHEMA == SCHEMA_FILE.resolve() or SCHEMA.samefile(SCHEMA_FILE)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("vaestudy-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "vaestudy/config.schema.yaml" in names

@@ -323,11 +323,10 @@ def _cmd_study(args: argparse.Namespace) -> None:
         base = "config.yaml" if Path("config.yaml").is_file() else "none"
     if base not in (None, "none"):  # as `snakemake --configfile FILE` run from here merges FILE over it
         study = merge_studies(read_study(base), study)
-    if SCHEMA.is_file():  # the workflow's schema, as the Snakefile checks it (a source checkout)
-        try:
-            study = check_schema(study, SCHEMA)
-        except UserError as exc:
-            raise UserError(f"{args.config}: {exc}") from None
+    try:  # the workflow's schema, as the Snakefile checks it
+        study = check_schema(study, SCHEMA)
+    except UserError as exc:
+        raise UserError(f"{args.config}: {exc}") from None
     for run in expand_study(study):
         print(run.name)
 

@@ -21,7 +21,9 @@ from vaestudy.errors import UserError, is_json_type, require
 from vaestudy.likelihoods import check_params, coerce_params, family_parameters, get_family
 
 NAME_PART = re.compile(r"^[A-Za-z0-9_.\-]+$")  # one path component: no '/', so no '..' escape
-SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = Path(__file__).with_name(
+    "config.schema.yaml"
+)  # shipped in the package: a wheel checks as a checkout
 
 
 SCHEMA_TYPES = {
