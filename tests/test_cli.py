@@ -332,7 +332,7 @@ OUTPUT_UNDER_A_FILE = {
     ),
     "model": (
         ["model", *TINY, "--feature-net", "{file}", "--out", "run", "--figure", "{file}/m.png"],
-        "vaestudy.cli._train",
+        "vaestudy.runs.train_run",
     ),
     "prepare": (["prepare", "--out", "{file}/p.json"], "vaestudy.data.load_levels"),
     "collect": (
@@ -435,7 +435,8 @@ def test_console_script_exit_status_and_help():
 
 
 def test_numbers_in_e_notation_are_numbers(tmp_path):
-    from vaestudy.cli import build_parser, run_config_from_args
+    from vaestudy.cli import build_parser
+    from vaestudy.config import run_config_from_args
 
     args = build_parser().parse_args(
         ["train", "--lr", "1e-3", "--param", "sigma=1e-2", "--out", str(tmp_path)]
