@@ -70,35 +70,15 @@ def elbo_terms(
     return terms
 
 
-def logsumexp_rows(
-    state: tuple[torch.Tensor, torch.Tensor] | None, block: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """logsumexp over rows, one block of rows at a time: (top, total) after the rows of every
-    block so far (None before the first), top their largest value and total the sum of
-    exp(w - shift(top)), so that logsumexp = log(total) + shift(top). As torch.logsumexp: the
-    shift is the largest value, or 0 where that is infinite; -inf rows add nothing, and +inf or
-    NaN carry through."""
-    top = block.max(0).values
-    if state is not None:
-        old_top, old_total = state
-        top = torch.maximum(top, old_top)
-    shift = _shift(top)
-    total = (block - shift).exp().sum(0)
-    if state is not None:
-        # rescaled to the new shift; a total of 0 (only -inf so far) stays 0 whatever the shift
-        rescaled = old_total * (_shift(old_top) - shift).exp()
-        total += torch.where(old_total > 0, rescaled, old_total)
-    return top, total
+def logsumexp_fold(running: torch.Tensor | None, block: torch.Tensor) -> torch.Tensor:
+    """log(exp(running) + sum over rows of exp(block)) per column: torch.logsumexp over the running
+    value (None before the first block) and the block's rows, so that only one block is kept."""
+    return torch.logsumexp(block if running is None else torch.cat((running.unsqueeze(0), block)), 0)
 
 
-def _shift(top: torch.Tensor) -> torch.Tensor:
-    return top.masked_fill(top.isinf(), 0.0)
-
-
-def _bound_sum(state: tuple[torch.Tensor, torch.Tensor], k: int) -> float:
-    """sum over images of log (1/k) sum_i w_i, from logsumexp_rows over the k log-weights."""
-    top, total = state
-    return float((total.log() + _shift(top) - math.log(k)).sum())
+def _bound_sum(logsumexp: torch.Tensor, k: int) -> float:
+    """sum over images of log (1/k) sum_i w_i, from the logsumexp of their k log-weights."""
+    return float((logsumexp - math.log(k)).sum())
 
 
 def iwae_ladder(k: int) -> list[int]:
@@ -126,7 +106,7 @@ def iwae(
     images at once (its outputs, hidden layers and the likelihood's temporaries: a few times
     max_elements floats), whatever len(x) and K (None: default_max_elements of the device): the
     log-weights, up to max_elements / 16 of them at a time, are folded into a running logsumexp
-    per image (logsumexp_rows), and each L_k takes the running one at its k-th sample
+    per image (logsumexp_fold), and each L_k takes the running one at its k-th sample
     (fold_samples: after how many samples they are folded; it changes nothing but rounding).
     progress, where given, is called with the number of images done after each chunk of them.
     """
@@ -145,7 +125,7 @@ def iwae(
         # the log-weights of up to max_elements / 16 samples and images are kept, then folded
         # into a running logsumexp per image: a few operations per fold instead of per chunk
         fold = fold_samples or max(1, max_elements // (16 * len(xb)))
-        state, pending, folded = None, [], 0  # folded: the samples that state holds
+        running, pending, folded = None, [], 0  # running: the logsumexp of the `folded` first samples
         for s in range(0, k, samples_per_chunk):
             n = min(samples_per_chunk, k - s)
             eps = torch.randn((n, *mu.shape), generator=g, device=mu.device, dtype=mu.dtype)
@@ -160,10 +140,10 @@ def iwae(
             log_w = torch.cat(pending) if len(pending) > 1 else pending[0]  # samples folded..s+n
             for kk in ladder:
                 if folded < kk < s + n:  # L_kk ends inside: the first kk - folded of them
-                    sums[kk] += _bound_sum(logsumexp_rows(state, log_w[: kk - folded]), kk)
-            state, pending, folded = logsumexp_rows(state, log_w), [], s + n
+                    sums[kk] += _bound_sum(logsumexp_fold(running, log_w[: kk - folded]), kk)
+            running, pending, folded = logsumexp_fold(running, log_w), [], s + n
             if folded in sums:
-                sums[folded] += _bound_sum(state, folded)
+                sums[folded] += _bound_sum(running, folded)
         # freed before the next chunk of images makes its own (else both would be alive at once)
         del decode, log_w, log_px, eps, z
         if progress is not None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import inspect
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from vaestudy.data import ARENAS, check_dataset
 from vaestudy.errors import UserError, float_or_text, is_json_type, require
@@ -176,3 +180,98 @@ def _check_type(key: str, value: Any, annotation: str, source: str) -> None:
     }[base]
     kind = {"dict[str, Any]": "a mapping", "list[int]": "a list of integers"}.get(base, f"of type {base}")
     require(ok, f"{source}: {key} must be {kind}, got {value!r}")
+
+
+def _parse_value(text: str):
+    """A flag's text as int, float (1e-3 included, which YAML 1.1 reads as a string), bool, null or str."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per RunConfig field (overriding --config); --param KEY=VALUE for the family."""
+    parser.add_argument("--config", help="YAML file with run settings (flags override it)")
+    comments = _field_comments()
+    for f in dataclasses.fields(RunConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "params":
+            parser.add_argument(
+                "--param",
+                action="append",
+                default=[],
+                metavar="KEY=VALUE",
+                help="family parameter, e.g. sigma=0.1 (repeatable)",
+            )
+        elif f.name == "download":
+            parser.add_argument(flag, action="store_true", default=None, help=comments[f.name])
+        elif f.name == "hidden":
+            parser.add_argument(flag, metavar="N[,N...]", help=f"{comments[f.name]}{_default(f)}")
+        elif f.name in FIELD_CHOICES:
+            parser.add_argument(flag, choices=FIELD_CHOICES[f.name], help=f"{comments[f.name]}{_default(f)}")
+        else:
+            parser.add_argument(flag, metavar=f.name.upper(), help=f"{comments[f.name]}{_default(f)}")
+
+
+def _default(f: dataclasses.Field) -> str:
+    """' (default VALUE)' for a help text, VALUE as the flag takes it (a list comma-separated)."""
+    value = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    if isinstance(value, list):
+        value = ",".join(map(str, value))
+    return "" if value is None else f" (default {value})"
+
+
+# the run settings whose values are few: argparse lists them and refuses others in one line
+FIELD_CHOICES = {
+    "arena": ARENAS,
+    "compile": COMPILE_CHOICES,
+    "lr_schedule": LR_SCHEDULES,
+    "architecture": ARCHITECTURES,
+    "activation": tuple(ACTIVATIONS),
+}
+
+
+def _field_comments() -> dict[str, str]:
+    comments = {}
+    for line in inspect.getsource(RunConfig).splitlines():
+        if ":" in line and "#" in line and line.startswith("    ") and not line.strip().startswith("#"):
+            name = line.strip().split(":")[0]
+            comments[name] = line.split("#", 1)[1].strip()
+    return comments
+
+
+def run_config_from_args(args: argparse.Namespace) -> RunConfig:
+    values = {}
+    if args.config:
+        values = RunConfig.from_yaml(args.config).to_dict()
+    for f in dataclasses.fields(RunConfig):
+        if f.name == "params":
+            given: dict[str, str] = {}  # a flag overrides the config file, not another flag
+            for item in args.param:
+                key, sep, value = item.partition("=")
+                if not sep or not key:
+                    raise UserError(f"--param expects KEY=VALUE, got {item!r}")
+                if key in given:
+                    raise UserError(
+                        f"--param {key} is given twice ({given[key]} and {value}): a run takes one value "
+                        "(a list in a study config sweeps several)"
+                    )
+                given[key] = value
+                values.setdefault("params", {})[key] = _parse_value(value)
+            continue
+        raw = getattr(args, f.name)
+        if raw is None:
+            continue
+        if f.name == "hidden":
+            values["hidden"] = [_parse_value(v) for v in str(raw).split(",") if v.strip()]
+        elif f.name == "download":
+            values["download"] = bool(raw)
+        else:
+            values[f.name] = _parse_value(raw) if "str" not in f.type else raw
+    return RunConfig.from_dict(values, source="settings").validate()

@@ -404,20 +404,16 @@ def _means_and_draws(n: Numbers) -> tuple[list[str], list[tuple[str, float, floa
     ]
 
 
-def answer_q5(n: Numbers) -> Answer:
-    models, rows = _means_and_draws(n)
-    ev = [
-        f"`{c}`: FID of decoder means {f(m)}, of true draws {f(d)}, precision {f(n.get(c, 'precision_mean'))} / "
-        f"{f(n.get(c, 'precision_draw'))}, recall {f(n.get(c, 'recall_mean'))} / {f(n.get(c, 'recall_draw'))}"
-        for c, m, d in rows
-    ]
-    order_text, in_order = [], {}
+def _q5_anchors(n: Numbers) -> tuple[list[str], list[str], dict[str, bool]]:
+    """Each arena's anchors as evidence lines, and whether its feature space orders test images <
+    best model < uniform noise (the sentences, and arena -> holds)."""
+    lines, order_text, in_order = [], [], {}
     for arena in IMAGE_ARENAS:
         for kind in ("test", "noise"):
             c = f"{arena}/anchor-{kind}"
             if n.has(c):
                 precision = n.get(c, "precision")
-                ev.append(
+                lines.append(
                     f"anchor `{c}`: FID {f(n.get(c, 'fid'))}"
                     + (f", precision {f(precision)}" if math.isfinite(precision) else "")
                 )
@@ -429,6 +425,45 @@ def answer_q5(n: Numbers) -> Answer:
                 f"{arena} arena: test images {f(test)} < best model ({config.split('/', 1)[1]}, {kind}s) "
                 f"{f(best)} < uniform noise {f(noise)}" + ("" if holds else " does NOT hold")
             )
+    return lines, order_text, in_order
+
+
+def _q5_carry(models: int, worse: int, precise: int) -> str:
+    """Which of FID and precision carries Q5's conclusion, given in how many of the models draws
+    score a worse FID and a lower precision than means."""
+    fid_says, precision_says = worse > models / 2, precise > models / 2
+    recall = "Recall only says how much of the data's variety the samples cover. "
+    if fid_says and precision_says:
+        carry = (
+            "FID and precision agree and carry this conclusion: most draws lie off the data's manifold, with pixel "
+            "noise that the images do not have. " + recall
+        )
+    elif precision_says:
+        carry = (
+            f"Precision, which measures fidelity alone, carries the conclusion that draws look less like the data "
+            f"({precise} of {models}). FID mixes fidelity with diversity: it rewards the spread that pixel "
+            f"noise adds and punishes means that all look alike (a collapsed model's), so it ranks draws better in "
+            f"{models - worse} of {models} and cannot settle this question alone. " + recall
+        )
+    elif fid_says:
+        carry = (
+            "FID ranks draws worse but precision does not, so the draws cover the data less well without lying "
+            "further off its manifold. " + recall
+        )
+    else:
+        carry = "Neither FID nor precision finds draws worse in most models on this data. " + recall
+    return carry
+
+
+def answer_q5(n: Numbers) -> Answer:
+    models, rows = _means_and_draws(n)
+    ev = [
+        f"`{c}`: FID of decoder means {f(m)}, of true draws {f(d)}, precision {f(n.get(c, 'precision_mean'))} / "
+        f"{f(n.get(c, 'precision_draw'))}, recall {f(n.get(c, 'recall_mean'))} / {f(n.get(c, 'recall_draw'))}"
+        for c, m, d in rows
+    ]
+    anchors, order_text, in_order = _q5_anchors(n)
+    ev += anchors
     lost = [c for c in models if not n.scored(c)]
     ev = [n.lost(c) for c in lost] + ev + [FEATURE_LIMITS]
     if not rows:
@@ -442,27 +477,7 @@ def answer_q5(n: Numbers) -> Answer:
     precise = [c for c, _, _ in rows if n.get(c, "precision_draw") < n.get(c, "precision_mean")]
     recalled = [c for c, _, _ in rows if n.get(c, "recall_draw") > n.get(c, "recall_mean")]
     gap = max(rows, key=lambda r: abs(r[2] - r[1]))
-    fid_says, precision_says = len(worse) > len(rows) / 2, len(precise) > len(rows) / 2
-    recall = "Recall only says how much of the data's variety the samples cover. "
-    if fid_says and precision_says:
-        carry = (
-            "FID and precision agree and carry this conclusion: most draws lie off the data's manifold, with pixel "
-            "noise that the images do not have. " + recall
-        )
-    elif precision_says:
-        carry = (
-            f"Precision, which measures fidelity alone, carries the conclusion that draws look less like the data "
-            f"({len(precise)} of {len(rows)}). FID mixes fidelity with diversity: it rewards the spread that pixel "
-            f"noise adds and punishes means that all look alike (a collapsed model's), so it ranks draws better in "
-            f"{len(rows) - len(worse)} of {len(rows)} and cannot settle this question alone. " + recall
-        )
-    elif fid_says:
-        carry = (
-            "FID ranks draws worse but precision does not, so the draws cover the data less well without lying "
-            "further off its manifold. " + recall
-        )
-    else:
-        carry = "Neither FID nor precision finds draws worse in most models on this data. " + recall
+    carry = _q5_carry(len(rows), len(worse), len(precise))
     short = (
         f"Tutorials show E[x|z]; the model defines x ~ p(x|z), and the two are scored apart here, each arena in the "
         f"features of a classifier trained on that arena's images. For the same z, true draws score a worse (higher) "

@@ -21,7 +21,9 @@ from vaestudy.errors import UserError, is_json_type, require
 from vaestudy.likelihoods import check_params, coerce_params, family_parameters, get_family
 
 NAME_PART = re.compile(r"^[A-Za-z0-9_.\-]+$")  # one path component: no '/', so no '..' escape
-SCHEMA = Path(__file__).with_name("config.schema.yaml")  # shipped in the package: a wheel checks as a checkout
+SCHEMA = Path(__file__).with_name(
+    "config.schema.yaml"
+)  # shipped in the package: a wheel checks as a checkout
 
 
 SCHEMA_TYPES = {
@@ -220,19 +222,18 @@ def _entry_train(arena: str, index: int, entry: Any) -> dict[str, Any]:
     return values
 
 
-def expand_study(study: dict[str, Any]) -> list[Run]:
-    """Every run of the study, in a stable order; raises UserError naming the key and the problem."""
+def _check_study_settings(study: dict[str, Any]) -> None:
+    """The checks of the study's own settings (seeds, arenas, dataset, quality), each error named
+    by its key rather than by the first run's."""
     seeds = study.get("seeds", [1])
     require(isinstance(seeds, list) and len(seeds) > 0, "seeds: give at least one seed")
     require(len(set(seeds)) == len(seeds), f"seeds: a seed is listed twice in {seeds}")
-    arenas = study.get("arenas") or {}
     require(
-        any(arenas.values()),
+        any((study.get("arenas") or {}).values()),
         "arenas: the grid is empty (list families under arenas.binary or arenas.continuous)",
     )
-    model, train = study.get("model", {}), study.get("train", {})
-    dataset = study.get("dataset", "digits")
-    try:  # a setting of the whole study, named as such (not as the first run's)
+    dataset = study.get("dataset", RunConfig.dataset)
+    try:
         check_dataset(dataset)
     except UserError as exc:
         raise UserError(f"dataset: {exc}") from None
@@ -247,6 +248,15 @@ def expand_study(study: dict[str, Any]) -> list[Run]:
         samples is None or k < samples,
         f"quality.k: {k} nearest neighbours must be below quality.samples ({samples}), the images per set",
     )
+
+
+def expand_study(study: dict[str, Any]) -> list[Run]:
+    """Every run of the study, in a stable order; raises UserError naming the key and the problem."""
+    _check_study_settings(study)
+    seeds, arenas = study.get("seeds", [1]), study.get("arenas") or {}
+    model, train = study.get("model", {}), study.get("train", {})
+    # the study's data and device settings that it gives (RunConfig has the defaults of the others)
+    shared = {k: study[k] for k in ("dataset", "data_root", "download", "data_seed", "device") if k in study}
     runs: list[Run] = []
     seen: dict[str, str] = {}
     # a model is its arena, family and parameters with the defaults filled in: gaussian_fixed with
@@ -282,15 +292,11 @@ def expand_study(study: dict[str, Any]) -> list[Run]:
                 models[model_key] = f"{config_name} at {where}"
                 for seed in seeds:
                     values = {
-                        "dataset": study.get("dataset", "digits"),
+                        **shared,
                         "arena": arena,
                         "family": entry["family"],
                         "params": params,
-                        "data_root": study.get("data_root"),
-                        "download": study.get("download", False),
-                        "data_seed": study.get("data_seed", 0),
                         "seed": seed,
-                        "device": study.get("device", "auto"),
                         **model,
                         **train,
                         **entry_train,

@@ -272,124 +272,24 @@ def train(config: RunConfig, out: str | Path, progress: bool | None = None) -> d
 
 
 def _train(config: RunConfig, out: Path, progress: bool | None) -> dict[str, Any]:
-    device = resolve_device(config.device)
-    data = load_data(config, device)
-    require(
-        config.batch_size <= len(data),
-        f"batch_size {config.batch_size} is larger than the training set ({len(data)} images)",
-    )
-    state = load_checkpoint(out / CHECKPOINT, config) if (out / CHECKPOINT).exists() else None
-
-    fast.forget_paths()
-    model = build_model(config, data)
-    optimizer = make_optimizer(model, config.lr)
-    step = TrainStep(model, optimizer, config.compile)
-    history: list[dict[str, Any]] = []
-    status, diverged_epoch, start_epoch = "ok", None, 0
-    best: dict[str, Any] = {"epoch": None, "val_elbo": -math.inf, "model": None}  # of validation ELBO
-    if state is not None:
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise UserError(
-                f"checkpoint {out / CHECKPOINT} does not fit this model: {first_line(exc)}"
-            ) from None
-        history, start_epoch = list(state["history"]), int(state["epoch"])
-        status, diverged_epoch = state["status"], state["diverged_epoch"]
-        best = state.get("best", best)
-        print(f"resuming {out} from epoch {start_epoch}", file=sys.stderr)
-    out.mkdir(parents=True, exist_ok=True)
-
-    def checkpoint(epoch: int) -> None:
-        # the curves so far, readable while the run trains (and resumes with the checkpoint)
-        atomic_write_text(out / HISTORY, _history_csv(history))
-        atomic_torch_save(
-            out / CHECKPOINT,
-            {
-                "config": config.to_dict(),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "epoch": epoch,
-                "history": history,
-                "status": status,
-                "diverged_epoch": diverged_epoch,
-                "best": best,
-            },
-        )
-
-    def out_of_patience(epoch: int) -> bool:
-        """No better validation ELBO for `patience` epochs up to this one."""
-        return (
-            config.patience is not None
-            and best["epoch"] is not None
-            and epoch - best["epoch"] >= config.patience
-        )
-
-    label = f"{config.arena}/{config.family}"
+    run = _Training(config, out)
+    bar = _Progress(config.epochs, run.start_epoch, run.label, progress)
     board = None
     if config.tensorboard:
         from vaestudy.tensorboard import TensorBoardLog
 
         board = TensorBoardLog(out / "tensorboard", config.tensorboard_images_every, config.seed)
-    bar = _Progress(config.epochs, start_epoch, label, progress)
     started = time.perf_counter()
-    model.train()
+    run.model.train()
     with _StopSignals() as term:
-        for epoch in range(start_epoch + 1, config.epochs + 1):
-            if status != "ok" or out_of_patience(epoch - 1):
+        for epoch in range(run.start_epoch + 1, config.epochs + 1):
+            if run.status != "ok" or run.out_of_patience(epoch - 1):
                 break
-            t0 = time.perf_counter()
-            last_good = copy.deepcopy(model.state_dict())
-            last_good_optimizer = copy.deepcopy(optimizer.state_dict())
-            lr = lr_at(config, epoch - 1)
-            set_lr(optimizer, lr)
-            g = generator(device, config.seed, "epoch", epoch)
-            sums = train_epoch(step, data, config.batch_size, g, stop=lambda: term.raised is not None)
-            if sums is None:  # preempted mid-epoch: back to the epoch's start, which the checkpoint records
-                model.load_state_dict(last_good)
-                optimizer.load_state_dict(last_good_optimizer)
-                checkpoint(epoch - 1)
-                raise TrainingInterrupted(
-                    f"{out}: stopped by {term.name} in epoch {epoch}; checkpoint at epoch "
-                    f"{epoch - 1} written, rerun the same command to resume",
-                    term.raised,
-                )
-            loss_sum, rate_sum, dist_sum = (float(v) / len(data) for v in sums)
-            if not math.isfinite(loss_sum):
-                status, diverged_epoch = "diverged", epoch
-                model.load_state_dict(last_good)
-                print(f"{label}: non-finite loss in epoch {epoch}: stopped, status diverged", file=sys.stderr)
-            val = validation_elbo(model, data.val, generator(device, config.seed, "val", epoch))
-            row = {
-                "epoch": epoch,
-                "loss": loss_sum,
-                "rate": rate_sum,
-                "distortion": dist_sum,
-                "sigma": model.likelihood.sigma(),
-                "lr": lr,
-                "val_elbo": val,
-                "seconds": time.perf_counter() - t0,
-            }
-            history.append(row)
+            row = run.epoch(epoch, term)
             bar.update(row)
             if board is not None:
-                board.epoch(row, model, data, last=epoch == config.epochs or status != "ok")
-            if status == "ok" and val > best["val_elbo"]:
-                best = {
-                    "epoch": epoch,
-                    "val_elbo": val,
-                    "model": copy.deepcopy(model.state_dict()) if config.keep_best else None,
-                }
-            if (
-                status != "ok"
-                or out_of_patience(epoch)
-                or epoch % config.checkpoint_every == 0
-                or epoch == config.epochs
-                or term.raised is not None
-            ):
-                checkpoint(epoch)
-            if term.raised is not None and status == "ok" and epoch < config.epochs:
+                board.epoch(row, run.model, run.data, last=epoch == config.epochs or run.status != "ok")
+            if term.raised is not None and run.status == "ok" and epoch < config.epochs:
                 raise TrainingInterrupted(
                     f"{out}: stopped by {term.name} after epoch {epoch}; checkpoint written, "
                     "rerun the same command to resume",
@@ -398,45 +298,173 @@ def _train(config: RunConfig, out: Path, progress: bool | None) -> dict[str, Any
     bar.close()
     if board is not None:
         board.close()
+    return run.finish(time.perf_counter() - started)
 
-    if config.keep_best and best["model"] is not None:
-        model.load_state_dict(best["model"])
-    model.eval()
-    if status == "ok" and model.likelihood.fits_sigma_after_training:
-        g_fit = generator(device, config.seed, "final-fit")
-        model.likelihood.set_scale(model.mean_squared_residual(data.train_fixed(), g_fit))
-    facts = {
-        "status": status,
-        "diverged_epoch": diverged_epoch,
-        "epochs": len(history),
-        "best_epoch": best["epoch"],
-        "best_val_elbo": best["val_elbo"] if best["epoch"] is not None else None,
-        "weights": "best" if config.keep_best and best["model"] is not None else "last",
-        "seconds": sum(r["seconds"] for r in history),
-        "seconds_this_process": time.perf_counter() - started,
-        "device": device_name(device),
-        "training_step": step.mode,
-        "paths": fast.paths(),
-        "peak_memory_mb": _peak_memory_mb(device),
-        "final_sigma": model.likelihood.sigma(),
-        "seeds": seeds_of(config),
-        "versions": versions(),
-        "config": config.to_dict(),
-    }
-    atomic_write_text(out / HISTORY, _history_csv(history))
-    atomic_torch_save(
-        out / MODEL,
-        {
-            "config": config.to_dict(),
-            "model": model.state_dict(),
-            "status": status,
-            "diverged_epoch": diverged_epoch,
-            "epochs": len(history),
+
+class _Training:
+    """One run's training state (model, optimizer, history, best epoch), from its checkpoint where
+    there is one, with the steps of the loop: an epoch, a checkpoint, the final files."""
+
+    def __init__(self, config: RunConfig, out: Path):
+        self.config, self.out = config, out
+        self.device = resolve_device(config.device)
+        self.data = load_data(config, self.device)
+        require(
+            config.batch_size <= len(self.data),
+            f"batch_size {config.batch_size} is larger than the training set ({len(self.data)} images)",
+        )
+        state = load_checkpoint(out / CHECKPOINT, config) if (out / CHECKPOINT).exists() else None
+        fast.forget_paths()
+        self.model = build_model(config, self.data)
+        self.optimizer = make_optimizer(self.model, config.lr)
+        self.step = TrainStep(self.model, self.optimizer, config.compile)
+        self.label = f"{config.arena}/{config.family}"
+        self.history: list[dict[str, Any]] = []
+        self.status, self.diverged_epoch, self.start_epoch = "ok", None, 0
+        self.best: dict[str, Any] = {
+            "epoch": None,
+            "val_elbo": -math.inf,
+            "model": None,
+        }  # of validation ELBO
+        if state is not None:
+            self._resume(state)
+        out.mkdir(parents=True, exist_ok=True)
+
+    def _resume(self, state: dict[str, Any]) -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise UserError(
+                f"checkpoint {self.out / CHECKPOINT} does not fit this model: {first_line(exc)}"
+            ) from None
+        self.history, self.start_epoch = list(state["history"]), int(state["epoch"])
+        self.status, self.diverged_epoch = state["status"], state["diverged_epoch"]
+        self.best = state.get("best", self.best)
+        print(f"resuming {self.out} from epoch {self.start_epoch}", file=sys.stderr)
+
+    def checkpoint(self, epoch: int) -> None:
+        # the curves so far, readable while the run trains (and resumes with the checkpoint)
+        atomic_write_text(self.out / HISTORY, _history_csv(self.history))
+        atomic_torch_save(
+            self.out / CHECKPOINT,
+            {
+                "config": self.config.to_dict(),
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "epoch": epoch,
+                "history": self.history,
+                "status": self.status,
+                "diverged_epoch": self.diverged_epoch,
+                "best": self.best,
+            },
+        )
+
+    def out_of_patience(self, epoch: int) -> bool:
+        """No better validation ELBO for `patience` epochs up to this one."""
+        return (
+            self.config.patience is not None
+            and self.best["epoch"] is not None
+            and epoch - self.best["epoch"] >= self.config.patience
+        )
+
+    def epoch(self, epoch: int, term: _StopSignals) -> dict[str, Any]:
+        """Train one epoch, validate, keep the best weights, checkpoint where due; its history row.
+        A signal mid-epoch restores the epoch's start, checkpoints it and raises TrainingInterrupted."""
+        config, model, optimizer = self.config, self.model, self.optimizer
+        t0 = time.perf_counter()
+        last_good = copy.deepcopy(model.state_dict())
+        last_good_optimizer = copy.deepcopy(optimizer.state_dict())
+        lr = lr_at(config, epoch - 1)
+        set_lr(optimizer, lr)
+        g = generator(self.device, config.seed, "epoch", epoch)
+        sums = train_epoch(self.step, self.data, config.batch_size, g, stop=lambda: term.raised is not None)
+        if sums is None:  # preempted mid-epoch: back to the epoch's start, which the checkpoint records
+            model.load_state_dict(last_good)
+            optimizer.load_state_dict(last_good_optimizer)
+            self.checkpoint(epoch - 1)
+            raise TrainingInterrupted(
+                f"{self.out}: stopped by {term.name} in epoch {epoch}; checkpoint at epoch "
+                f"{epoch - 1} written, rerun the same command to resume",
+                term.raised,
+            )
+        loss_sum, rate_sum, dist_sum = (float(v) / len(self.data) for v in sums)
+        if not math.isfinite(loss_sum):
+            self.status, self.diverged_epoch = "diverged", epoch
+            model.load_state_dict(last_good)
+            print(
+                f"{self.label}: non-finite loss in epoch {epoch}: stopped, status diverged", file=sys.stderr
+            )
+        val = validation_elbo(model, self.data.val, generator(self.device, config.seed, "val", epoch))
+        row = {
+            "epoch": epoch,
+            "loss": loss_sum,
+            "rate": rate_sum,
+            "distortion": dist_sum,
+            "sigma": model.likelihood.sigma(),
+            "lr": lr,
+            "val_elbo": val,
+            "seconds": time.perf_counter() - t0,
+        }
+        self.history.append(row)
+        if self.status == "ok" and val > self.best["val_elbo"]:
+            self.best = {
+                "epoch": epoch,
+                "val_elbo": val,
+                "model": copy.deepcopy(model.state_dict()) if config.keep_best else None,
+            }
+        if (
+            self.status != "ok"
+            or self.out_of_patience(epoch)
+            or epoch % config.checkpoint_every == 0
+            or epoch == config.epochs
+            or term.raised is not None
+        ):
+            self.checkpoint(epoch)
+        return row
+
+    def finish(self, seconds_this_process: float) -> dict[str, Any]:
+        """The final weights (the best epoch's where kept), a fitted scale where the family fits
+        one, and model.pt, history.csv and train.json written; train.json's facts returned."""
+        config, model, best = self.config, self.model, self.best
+        if config.keep_best and best["model"] is not None:
+            model.load_state_dict(best["model"])
+        model.eval()
+        if self.status == "ok" and model.likelihood.fits_sigma_after_training:
+            g_fit = generator(self.device, config.seed, "final-fit")
+            model.likelihood.set_scale(model.mean_squared_residual(self.data.train_fixed(), g_fit))
+        facts = {
+            "status": self.status,
+            "diverged_epoch": self.diverged_epoch,
+            "epochs": len(self.history),
             "best_epoch": best["epoch"],
-        },
-    )
-    atomic_write_json(out / FACTS, facts)
-    return facts
+            "best_val_elbo": best["val_elbo"] if best["epoch"] is not None else None,
+            "weights": "best" if config.keep_best and best["model"] is not None else "last",
+            "seconds": sum(r["seconds"] for r in self.history),
+            "seconds_this_process": seconds_this_process,
+            "device": device_name(self.device),
+            "training_step": self.step.mode,
+            "paths": fast.paths(),
+            "peak_memory_mb": _peak_memory_mb(self.device),
+            "final_sigma": model.likelihood.sigma(),
+            "seeds": seeds_of(config),
+            "versions": versions(),
+            "config": config.to_dict(),
+        }
+        atomic_write_text(self.out / HISTORY, _history_csv(self.history))
+        atomic_torch_save(
+            self.out / MODEL,
+            {
+                "config": config.to_dict(),
+                "model": model.state_dict(),
+                "status": self.status,
+                "diverged_epoch": self.diverged_epoch,
+                "epochs": len(self.history),
+                "best_epoch": best["epoch"],
+            },
+        )
+        atomic_write_json(self.out / FACTS, facts)
+        return facts
 
 
 class Trained(NamedTuple):
