@@ -156,14 +156,9 @@ def check_train_images(n: int, batch: int = 128) -> None:
 def bench_training(
     device: torch.device, n: int, repeats: int, batch: int = 128, compile: str = "auto"
 ) -> dict[str, Any]:
-    """Images/s of the vaestudy trainer (its step as `compile` says on this device; unless that is
-    eager, the eager step too; on CUDA also the step captured the other way: with eager kernels
-    if `compile` gives compiled ones, else with compiled ones) and of the textbook loop:
-    interleaved epochs, medians. The first epoch of each is a warm-up (compilation, the first
-    capture of each batch shape). Two FLOP rates of the trainer, each its best of `repeats` as
-    the large matmul's rate is: of the training step (forward, backward and Adam, its noise
-    drawn) on full batches drawn before the clock starts, and of whole epochs, whose time also
-    holds drawing each batch (a shuffled index slice, binarised afresh)."""
+    """Images/s of vaestudy's trainer (in the mode `compile` gives, and eager; on CUDA also the other
+    capture) against the textbook loop, in interleaved epochs after a warm-up, and the FLOP rates of
+    the training step on ready batches and of whole epochs (with drawing the batches)."""
     check_train_images(n, batch)
     levels = synthetic_levels(n)
     data = ArenaData(make_splits(levels, 0, val_fraction=0.01), "binary", device, 0)
@@ -472,15 +467,9 @@ def pipeline_startup(results: str | Path) -> dict[str, float]:
 def study_projection(
     results: str | Path, job_seconds: float, wall_seconds: float, full_epochs: int
 ) -> dict[str, float]:
-    """The wall time of a study trained for `full_epochs`, projected from a finished shorter run
-    of it (the same study with fewer epochs) whose jobs took `job_seconds` (pipeline_startup's)
-    in `wall_seconds`.
-
-    Each model's training is extended by (full_epochs - its epochs) times the median seconds of
-    its epochs after the first (the first holds one-off costs: compilation, warm caches); a model
-    that diverged (its train.json says so) stopped and stays as it is. The study's job seconds
-    (its Snakemake `benchmark:` files) grow by the sum of these, and the wall time by the same
-    factor (the jobs keep sharing the machine as they did)."""
+    """The wall time of a study at `full_epochs`, projected from a shorter run of it (jobs of
+    `job_seconds` in `wall_seconds`): each model gains the median time of its later epochs for
+    each missing one (a diverged model stays), and the wall time grows as the job time does."""
     import csv
     import json
 

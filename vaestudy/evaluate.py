@@ -99,17 +99,11 @@ def iwae(
     fold_samples: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> dict[int, float]:
-    """The importance-weighted bound L_k averaged over images, for every k of iwae_ladder(K).
-
-    L_K with large K is the ll_iwae estimate. The first k of the same K samples give L_k.
-    Memory: the decoder of one chunk of about max_elements / (outputs per image) samples and
-    images at once (its outputs, hidden layers and the likelihood's temporaries: a few times
-    max_elements floats), whatever len(x) and K (None: default_max_elements of the device): the
-    log-weights, up to max_elements / 16 of them at a time, are folded into a running logsumexp
-    per image (logsumexp_fold), and each L_k takes the running one at its k-th sample
-    (fold_samples: after how many samples they are folded; it changes nothing but rounding).
-    progress, where given, is called with the number of images done after each chunk of them.
-    """
+    """The importance-weighted bound L_k (Burda et al. 2015) averaged over images, for every k of
+    iwae_ladder(K), from the first k of the same K samples. Memory stays bounded whatever len(x)
+    and K: one chunk of about max_elements decoder outputs at a time, its log-weights folded into
+    a running logsumexp per image every fold_samples samples (which changes only rounding).
+    progress, where given, is called with the number of images done after each chunk."""
     require(k >= 1, f"K must be >= 1, got {k}")
     max_elements = max_elements or default_max_elements(x.device)
     likelihood = likelihood or model.likelihood

@@ -58,6 +58,7 @@ def paths() -> dict[str, Any]:
     }
 
 
+@functools.cache
 def cpu_info(key: str) -> str:
     """A field of the first processor in /proc/cpuinfo ('vendor_id'); '' where there is none."""
     try:
@@ -113,8 +114,10 @@ def onednn_mlp(mlp: nn.Sequential, rows: int) -> bool:
 
 
 def _macs(mlp: nn.Sequential) -> int:
-    """Multiply-adds of the MLP's products for one row."""
-    return sum(m.in_features * m.out_features for m in mlp if isinstance(m, nn.Linear))
+    """Multiply-adds of the MLP's products for one row (counted once per MLP: it is asked every call)."""
+    if "_macs_per_row" not in mlp.__dict__:
+        mlp._macs_per_row = sum(m.in_features * m.out_features for m in mlp if isinstance(m, nn.Linear))
+    return mlp._macs_per_row
 
 
 def mlp_forward(mlp: nn.Sequential, x: torch.Tensor) -> torch.Tensor:

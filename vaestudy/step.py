@@ -77,20 +77,10 @@ class _StepGraph:
 class TrainStep:
     """One Adam step on a batch; returns the (loss, rate, distortion) of each image, detached.
 
-    `compile` (RunConfig.compile) picks how the step runs:
-    - never: eagerly;
-    - graph: on CUDA the whole step (forward, backward and Adam) is captured as one CUDA graph
-      per batch shape and replayed ('graphed'); each shape's first step runs eagerly (the warm-up
-      that capturing needs), its second is captured. A small MLP at batch 128 is limited by
-      kernel launches from Python, which the replay removes. On the CPU (no graphs): eagerly;
-    - always: the ELBO terms (VAE.terms: forward and, through autograd, backward) under
-      torch.compile ('compiled'), and on CUDA the whole step captured around its kernels as
-      above ('compiled+graphed');
-    - auto: always on CUDA, never on the CPU.
-    The noise is drawn eagerly from the run's generator in every path, so all see the same draws.
-    If compiling, capturing or running the step fails (no C++ compiler or Triton, an operation
-    of a family that cannot be traced or captured), the step says so on stderr and goes on from
-    the same batch without compiling (compiled+graphed -> graphed), or eagerly.
+    `compile` (RunConfig.compile): never = eager; graph = on CUDA the whole step captured as one
+    CUDA graph per batch shape (after an eager warm-up step) and replayed; always = the ELBO terms
+    under torch.compile, captured too on CUDA; auto = always on CUDA, never on the CPU. The noise
+    is drawn eagerly, so every mode sees the same draws; a mode that fails says so and falls back.
     """
 
     def __init__(self, model: VAE, optimizer: FusedAdam | torch.optim.Optimizer, compile: str = "never"):
