@@ -17,7 +17,6 @@ from vaestudy.runs import check_outputs, quality_of_run, train_run
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-
     train_run(run_config_from_args(args), args.out)
 
 
@@ -165,7 +164,6 @@ def cmd_anchors(args: argparse.Namespace) -> None:
 
 
 def cmd_quality(args: argparse.Namespace) -> None:
-
     check_outputs(args.out, args.figure)
     quality_of_run(
         args.run, args.feature_net, args.samples, args.k, args.seed, args.device, args.out, args.figure
