@@ -602,3 +602,14 @@ def test_every_figure_is_named_once_made_placed_and_captioned():
     for name, (key, _) in FIGURE_PLACES.items():
         assert key in QUESTIONS or key == "training", name
         assert (ROOT / "workflow" / "report" / f"{name}.rst").is_file(), name
+
+
+def test_a_normalised_cell_reads_the_same_before_and_after_a_csv_round_trip(tmp_path):
+    from vaestudy.tables import normalised
+
+    frame = pd.DataFrame({"normalised": [True, False, None]})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    read = pd.read_csv(tmp_path / "t.csv")
+    for cells in (frame.normalised, read.normalised, ["True", "False", math.nan]):
+        assert [normalised(c) for c in cells] == [True, False, None]
+    assert normalised(np.True_) is True and normalised(np.False_) is False

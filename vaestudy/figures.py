@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from vaestudy.tables import one_scale  # noqa: E402
+from vaestudy.tables import normalised, one_scale  # noqa: E402
 from vaestudy.tables import short_name as label  # noqa: E402
 
 SWEEP = "gaussian_fixed"
@@ -334,7 +334,7 @@ def bpd_by_model(summary: pd.DataFrame, stem: str | Path) -> list[Path]:
         _empty(ax)
     else:
         s["model"] = [
-            c + ("  (not normalised)" if n is False or n == "False" else "")
+            c + ("  (not normalised)" if normalised(n) is False else "")
             for c, n in zip(s.config, s.normalised, strict=True)
         ]
         sns.barplot(data=s, y="model", x="mean", hue="metric", ax=ax, orient="h")

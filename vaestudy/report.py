@@ -19,6 +19,7 @@ import pandas as pd
 
 from vaestudy.errors import require
 from vaestudy.files import atomic_write_text, check_output_folder
+from vaestudy.tables import normalised as is_normalised
 from vaestudy.tables import one_scale, short_name
 
 QUESTIONS = {
@@ -902,7 +903,7 @@ def arena_table(summary: pd.DataFrame, arena: str) -> pd.DataFrame:
                 continue
             half = (c.loc[m, "ci95_high"] - c.loc[m, "ci95_low"]) / 2
             text = f(c.loc[m, "mean"], 4) + (f" ± {f(half, 2)}" if math.isfinite(half) else "")
-            if m in ("bpd", "ll_iwae", "elbo", "distortion") and normalised in (False, "False"):
+            if m in ("bpd", "ll_iwae", "elbo", "distortion") and is_normalised(normalised) is False:
                 text += " *"
             row[m] = text
         rows.append(row)

@@ -47,6 +47,12 @@ TABLE_COLUMNS = {
 }
 
 
+def normalised(value: Any) -> bool | None:
+    """A table's `normalised` cell as True, False or None (not stated, as for an anchor), whether it
+    holds a bool or the text that a CSV round trip may leave."""
+    return {"True": True, "False": False}.get(str(value))
+
+
 def read_table(path: str | Path, kind: str) -> pd.DataFrame:
     """A table of write_tables (kind: metrics, summary or history), checked for its columns. A
     history without rows is an empty file (a study whose runs kept no history)."""
@@ -265,11 +271,11 @@ def one_scale(summary: pd.DataFrame) -> pd.DataFrame:
     means = models.pivot_table(index="config", columns="metric", values="mean", aggfunc="first")
     rows = []
     for config, group in models.groupby("config", sort=False):
-        arena, normalised = group.arena.iloc[0], group.normalised.iloc[0] in (True, "True")
+        arena, is_normalised = group.arena.iloc[0], normalised(group.normalised.iloc[0])
         row = means.loc[config] if config in means.index else pd.Series(dtype=float)
         if arena == "discrete":
             bpd, measure = row.get("bpd", math.nan), "exact: a mass on the levels"
-        elif normalised:
+        elif is_normalised:
             bpd, measure = row.get("bpd", math.nan), "a bound: its density on dequantised pixels"
         else:
             bpd, measure = row.get("calibrated_bpd", math.nan), "a bound: the calibrated Gaussian"
