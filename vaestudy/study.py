@@ -21,9 +21,8 @@ from vaestudy.errors import UserError, is_json_type, require
 from vaestudy.likelihoods import check_params, coerce_params, family_parameters, get_family
 
 NAME_PART = re.compile(r"^[A-Za-z0-9_.\-]+$")  # one path component: no '/', so no '..' escape
-SCHEMA = Path(__file__).with_name(
-    "config.schema.yaml"
-)  # shipped in the package: a wheel checks as a checkout
+# shipped in the package, so that an installed wheel checks configs as a checkout does
+SCHEMA = Path(__file__).with_name("config.schema.yaml")
 
 
 SCHEMA_TYPES = {

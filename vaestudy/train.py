@@ -321,11 +321,8 @@ class _Training:
         self.label = f"{config.arena}/{config.family}"
         self.history: list[dict[str, Any]] = []
         self.status, self.diverged_epoch, self.start_epoch = "ok", None, 0
-        self.best: dict[str, Any] = {
-            "epoch": None,
-            "val_elbo": -math.inf,
-            "model": None,
-        }  # of validation ELBO
+        # the epoch of the best validation ELBO, and its weights where keep_best asks for them
+        self.best: dict[str, Any] = {"epoch": None, "val_elbo": -math.inf, "model": None}
         if state is not None:
             self._resume(state)
         out.mkdir(parents=True, exist_ok=True)
